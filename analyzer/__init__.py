@@ -1,0 +1,16 @@
+"""Dataset composition risk analyzer.
+
+The public API (keyword-only functions that notebooks call; the CLI is a thin layer over them):
+``scan``, ``tag``, ``evaluate``, ``open_run``, ``report``, ``signoff``, ``apply``.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name):  # lazy: `import analyzer` stays cheap and torch-free
+    from . import api
+
+    if hasattr(api, name):
+        return getattr(api, name)
+    raise AttributeError(name)

@@ -1,0 +1,142 @@
+"""The public API: a few keyword-only functions that notebooks and the CLI call.
+
+    run = scan(["data.parquet"], out="runs/r1")          # -> Run
+    tag(["data.parquet"], out="tags.parquet")             # -> Path
+    evaluate("labels.csv")                                # -> dict (the `evaluate --json` contract)
+    run = open_run("runs/r1"); run.query("cooccurrence_by_source", point="screen", min_items=10)
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable
+
+from .errors import InputError
+from .ingest import ColumnSpec
+from .run import Run
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def _spec(text_column=None, id_column=None, url_column=None, source_column=None, embedding_column=None) -> ColumnSpec:
+    return ColumnSpec(text=text_column, id=id_column, url=url_column, source=source_column,
+                      embedding=embedding_column)
+
+
+def _paths(inputs) -> list[str]:
+    if isinstance(inputs, (str, Path)):
+        return [str(inputs)]
+    return [str(p) for p in inputs]
+
+
+def scan(inputs: str | Path | Iterable[str | Path], *, out: str | Path, text_column: str | None = None,
+         id_column: str | None = None, url_column: str | None = None, source_column: str | None = None,
+         embedding_column: str | None = None, encoder: str = "minilm", bank: str | None = None,
+         batch_size: int = 4096, keep_embeddings: bool = True, embedding_modality: str | None = None,
+         hash_lists: Iterable[str] = (), policy: str | None = None, engine: str = "local",
+         engine_options: dict | None = None, quiet: bool = False, overwrite: bool = False, seed: int = 0) -> Run:
+    """Scan a dataset into the run directory ``out`` and return the opened :class:`Run`."""
+    from .pipeline import ScanConfig, run_scan
+
+    cfg = ScanConfig(inputs=_paths(inputs), out=str(out),
+                     columns=_spec(text_column, id_column, url_column, source_column, embedding_column),
+                     encoder=encoder, bank=bank, batch_size=batch_size, keep_embeddings=keep_embeddings,
+                     embedding_modality=embedding_modality, hash_lists=list(hash_lists), policy=policy,
+                     engine=engine, engine_options=dict(engine_options or {}), quiet=quiet, overwrite=overwrite,
+                     seed=seed)
+    run_scan(cfg)
+    return Run(out)
+
+
+def tag(inputs, *, out: str | Path, text_column=None, id_column=None, url_column=None, source_column=None,
+        embedding_column=None, encoder: str = "minilm", bank: str | None = None, batch_size: int = 4096,
+        embedding_modality: str | None = None, quiet: bool = False, seed: int = 0) -> Path:
+    """Write ``item_id`` and, per concept, ``<c>_score``, ``<c>_screen``, ``<c>_confirm`` in input order."""
+    import pyarrow.parquet as pq
+
+    from .pipeline import ScanConfig, prepare_scan, progress
+    from .tagging import tag_batch
+
+    out = Path(out)
+    if out.suffix != ".parquet":
+        raise InputError(f"expected --out FILE.parquet, got {out}")
+    cfg = ScanConfig(inputs=_paths(inputs), out=str(out),
+                     columns=_spec(text_column, id_column, url_column, source_column, embedding_column),
+                     encoder=encoder, bank=bank, batch_size=batch_size, embedding_modality=embedding_modality,
+                     quiet=quiet, seed=seed)
+    reader, bank_, enc, model, _ = prepare_scan(cfg)
+    cols = ["item_id"] + [f"{c}_{k}" for c in model.concept_ids for k in ("score", "screen", "confirm")]
+    tmp = out.with_name(out.name + ".tmp")
+    writer = None
+    bar = progress(reader.count_rows() if hasattr(reader, "count_rows") else None, "tag", quiet=quiet)
+    try:
+        for batch in reader.iter_batches(batch_size):
+            items, _ = tag_batch(batch, enc, model, embedding_modality=cfg.embedding_modality, keep_embeddings=False)
+            t = items.select(cols)
+            if writer is None:
+                out.parent.mkdir(parents=True, exist_ok=True)
+                writer = pq.ParquetWriter(tmp, t.schema)
+            writer.write_table(t)
+            bar.update(batch.num_rows)
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        bar.close()
+    if writer is None:
+        raise InputError("expected at least one input row, got none")
+    writer.close()
+    os.replace(tmp, out)
+    return out
+
+
+def evaluate(labels: str | Path, *, text_column: str = "text", encoder: str = "minilm", bank: str | None = None,
+             seed: int = 0, bootstrap: int = 1000) -> dict:
+    """Measure the taggers on a labelled CSV (one 0/1 column per concept id)."""
+    import numpy as np
+    import polars as pl
+
+    from .concepts import evaluate_labels, fit_concept_model, load_bank
+    from .encoders import get_encoder
+
+    path = Path(labels)
+    if not path.is_file():
+        raise InputError(f"expected a labelled CSV file, got {labels!r} which does not exist")
+    try:
+        df = pl.read_csv(path, infer_schema_length=0)
+    except Exception as exc:
+        raise InputError(f"expected a readable CSV with a header, got {path} ({str(exc).splitlines()[0][:120]})") from None
+    if text_column not in df.columns:
+        raise InputError(f"expected a text column {text_column!r} in {path}, got {df.columns}; use --text-column")
+    bank_ = load_bank(bank)
+    concept_cols = [c for c in bank_.concept_ids if c in df.columns]
+    if not concept_cols:
+        raise InputError(f"expected label columns named by concept id ({', '.join(bank_.concept_ids[:2])}...) in "
+                         f"{path}, got {df.columns}")
+    labels_ = {}
+    for c in concept_cols:
+        vals = df[c].to_list()
+        if any(v not in ("0", "1") for v in vals):
+            raise InputError(f"expected 0/1 values in label column {c!r} of {path}, got {sorted(set(vals))[:5]}")
+        labels_[c] = np.array([int(v) for v in vals])
+    model = fit_concept_model(bank_, get_encoder(encoder), seed=seed)
+    texts = [t or "" for t in df[text_column].to_list()]
+    return evaluate_labels(model, texts, labels_, seed=seed, bootstrap=bootstrap)
+
+
+def open_run(run: str | Path) -> Run:
+    """Open a complete run directory for analysis."""
+    return Run(run)
+
+
+def report(run: str | Path, *, policy: str | None = None) -> Path:
+    """Re-render report.html, report.md, figures and summary.json of a run."""
+    from .report import write_report
+    from .store import open_store
+
+    store = open_store(run)
+    write_report(store, policy=policy)
+    return store.root / "report.html"

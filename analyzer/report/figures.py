@@ -1,0 +1,76 @@
+"""Matplotlib figures of the report (Agg backend; PNG files under RUN/figures/)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ..sql import run_query  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def prevalence(con, out: Path) -> Path:
+    rows = run_query(con, "prevalence").fetchall()
+    names = [r[0] for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.5))
+    y = np.arange(len(names))
+    for k, (rate_i, lo_i, hi_i, label, color) in enumerate([(3, 4, 5, "screen", "#f0a35e"), (7, 8, 9, "confirm", "#c0392b")]):
+        rate = np.array([r[rate_i] or 0 for r in rows]) * 100
+        lo = np.array([r[lo_i] or 0 for r in rows]) * 100
+        hi = np.array([r[hi_i] or 0 for r in rows]) * 100
+        ax.barh(y + (k - 0.5) * 0.38, rate, height=0.36, color=color, label=label,
+                xerr=[np.maximum(rate - lo, 0), np.maximum(hi - rate, 0)], capsize=2)
+    ax.set_yticks(y, names)
+    ax.invert_yaxis()
+    ax.set_xlabel("% of scanned items (Wilson 95% interval)")
+    ax.set_title("Concept prevalence")
+    ax.legend(loc="lower right")
+    return _save(fig, out / "prevalence.png")
+
+
+def score_distributions(con, out: Path, operating_points: dict) -> Path:
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    for ax, c in zip(axes, ("minor", "adult_sexual")):
+        vals = np.array([r[0] for r in con.execute(
+            f"SELECT {c}_score FROM item_scores WHERE {c}_score IS NOT NULL").fetchall()], dtype=float)
+        ax.hist(vals, bins=np.linspace(0, 1, 41), color="#5b7fa6", log=True)
+        for point, style in (("screen", "--"), ("confirm", "-")):
+            t = operating_points.get(c, {}).get(point, {}).get("threshold")
+            if t is not None:
+                ax.axvline(t, color="#c0392b", linestyle=style, label=f"{point} {t:.2f}")
+        ax.set_title(f"{c} score")
+        ax.set_xlabel("calibrated probability")
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("items (log)")
+    return _save(fig, out / "score_distributions.png")
+
+
+def sources(con, out: Path, top: int = 15) -> Path:
+    rows = con.execute(
+        "SELECT group_id, items, minor_rate, minor_rate_lo, minor_rate_hi, adult_sexual_rate, "
+        "adult_sexual_rate_lo, adult_sexual_rate_hi, score FROM group_risk WHERE group_kind = 'source' "
+        "ORDER BY score DESC, items DESC LIMIT ?", [top]).fetchall()
+    fig, ax = plt.subplots(figsize=(8, 0.42 * max(len(rows), 1) + 1.6))
+    y = np.arange(len(rows))
+    for k, (i, lo, hi, label, color) in enumerate([(2, 3, 4, "minor", "#3c8dbc"), (5, 6, 7, "adult_sexual", "#c0392b")]):
+        rate = np.array([r[i] or 0 for r in rows]) * 100
+        err = [np.maximum(rate - np.array([r[lo] or 0 for r in rows]) * 100, 0),
+               np.maximum(np.array([r[hi] or 0 for r in rows]) * 100 - rate, 0)]
+        ax.barh(y + (k - 0.5) * 0.38, rate, height=0.36, xerr=err, capsize=2, color=color, label=label)
+    ax.set_yticks(y, [f"{r[0]} (n={r[1]}, score {r[8]:.2f})" for r in rows])
+    ax.invert_yaxis()
+    ax.set_xlabel("% of the source's items at screen (Wilson 95% interval)")
+    ax.set_title("Co-occurrence by source (riskiest first)")
+    ax.legend(loc="lower right")
+    return _save(fig, out / "sources.png")

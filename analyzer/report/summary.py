@@ -1,0 +1,58 @@
+"""summary.json: the machine-readable headline figures of a run (the contract scripts depend on)."""
+from __future__ import annotations
+
+import json
+
+
+def build_summary(con, *, top_sources: int = 20) -> dict:
+    kv = dict(con.execute("SELECT key, value FROM runs").fetchall())
+    total, failed = con.execute(
+        "SELECT count(*), count(*) FILTER (WHERE status <> 'ok') FROM items").fetchone()
+    concepts = {}
+    for concept, screen, confirm, scanned in con.execute(
+            "SELECT concept, count(*) FILTER (WHERE screen), count(*) FILTER (WHERE confirm), count(*) "
+            "FROM tags WHERE score IS NOT NULL GROUP BY concept ORDER BY concept").fetchall():
+        concepts[concept] = {"screen": screen, "confirm": confirm,
+                             "screen_rate": screen / scanned if scanned else 0.0,
+                             "confirm_rate": confirm / scanned if scanned else 0.0}
+    ops = {}
+    for c, point, t, p, r, f in con.execute("SELECT * FROM operating_points").fetchall():
+        ops.setdefault(c, {})[point] = {"threshold": t, "precision": p, "recall": r, "f1": f}
+    for c in concepts:
+        concepts[c]["operating_points"] = ops.get(c, {})
+    r1 = con.execute("SELECT count(*) FILTER (WHERE r1), count(*) FILTER (WHERE hash_match) FROM item_risk").fetchone()
+    strategies = [dict(zip(("strategy", "items_removed", "share_removed", "recommended"), row)) for row in
+                  con.execute("SELECT strategy, items_removed, share_removed, recommended FROM strategies "
+                              "ORDER BY items_removed").fetchall()]
+    rec = next((s for s in strategies if s["recommended"]), None)
+    cols = ["source", "items", "minor", "adult_sexual", "both_concepts", "minor_rate", "adult_sexual_rate",
+            "co_present", "lift", "score"]
+    sources = [dict(zip(cols, row)) for row in con.execute(
+        "SELECT group_id, items, minor, adult_sexual, both_concepts, minor_rate, adult_sexual_rate, co_present, "
+        "lift, score FROM group_risk WHERE group_kind = 'source' ORDER BY score DESC, items DESC LIMIT ?",
+        [top_sources]).fetchall()]
+    cur = con.execute("SELECT * FROM dataset_risk")
+    row = cur.fetchone()
+    r4 = dict(zip([d[0] for d in cur.description], row)) if row else {}
+    return {
+        "run_id": kv.get("run_id"),
+        "analyzer_version": kv.get("analyzer_version"),
+        "encoder": kv.get("encoder"),
+        "bank_version": kv.get("bank_version"),
+        "calibrated": kv.get("calibrated") == "True",
+        "items_total": total,
+        "items_failed": failed,
+        "items_scanned": total - failed,
+        "concepts": concepts,
+        "r1_items": r1[0],
+        "hash_matches": r1[1],
+        "recommended_strategy": rec["strategy"] if rec else None,
+        "recommended_removals": rec["items_removed"] if rec else 0,
+        "strategies": strategies,
+        "sources_at_risk": sources,
+        "r4": r4,
+    }
+
+
+def dumps(summary: dict) -> str:
+    return json.dumps(summary, indent=2, default=lambda o: o.item() if hasattr(o, "item") else str(o))

@@ -1,0 +1,218 @@
+"""The run directory: parquet parts with completion markers, and the DuckDB catalog built from them.
+
+Layout (see docs/architecture.md)::
+
+    RUN/parts/items/part-NNNNN.parquet   one per input batch: item columns + <concept>_score/_screen/_confirm
+    RUN/embeddings/part-NNNNN.parquet    item_id + embedding (float16), when kept
+    RUN/_markers/part-NNNNN.done         written after both part files are in place (atomic rename)
+    RUN/_markers/<stage>.done            one per later stage (catalog, risk, recommend, report)
+    RUN/analysis.duckdb                  catalog: runs, items, item_scores, tags (view), operating_points, ...
+    RUN/_SUCCESS                         written last; a run without it is incomplete and is refused by readers
+
+A part is visible only once its marker exists, so a killed scan resumes from the last complete part and an
+interrupted run never leaves a table that looks complete.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import InputError, RunIncompleteError
+
+CONCEPT_ID_RE = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
+ITEM_COLUMNS = ["item_id", "row_idx", "text", "url", "source", "file", "status", "error", "modality"]
+
+
+def concept_columns(concept_ids: list[str]) -> list[str]:
+    cols = []
+    for c in concept_ids:
+        if not CONCEPT_ID_RE.match(c):
+            raise InputError(f"expected concept ids of lowercase letters, digits and _, got {c!r}; fix the bank file")
+        cols += [f"{c}_score", f"{c}_screen", f"{c}_confirm"]
+    return cols
+
+
+class RunStore:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    # ---- paths -------------------------------------------------------------------------------------
+    @property
+    def db_path(self) -> Path:
+        return self.root / "analysis.duckdb"
+
+    @property
+    def items_dir(self) -> Path:
+        return self.root / "parts" / "items"
+
+    @property
+    def emb_dir(self) -> Path:
+        return self.root / "embeddings"
+
+    @property
+    def markers(self) -> Path:
+        return self.root / "_markers"
+
+    @property
+    def success(self) -> Path:
+        return self.root / "_SUCCESS"
+
+    def is_complete(self) -> bool:
+        return self.success.exists()
+
+    # ---- creation and resume -----------------------------------------------------------------------
+    def prepare(self, state: dict, *, overwrite: bool = False) -> bool:
+        """Create or resume the run. Returns True when resuming parts of an earlier identical scan."""
+        state_file = self.root / "_state.json"
+        if self.root.exists() and any(self.root.iterdir()):
+            if overwrite:
+                shutil.rmtree(self.root)
+            elif state_file.exists():
+                old = json.loads(state_file.read_text())
+                if old.get("fingerprint") != state.get("fingerprint"):
+                    raise InputError(
+                        f"expected --out to be a new directory or a run of the same scan, got {self.root} holding a "
+                        "run with other inputs or settings; choose a new --out or pass --overwrite"
+                    )
+                self.success.unlink(missing_ok=True)
+                for m in self.markers.glob("*.done"):
+                    if not m.name.startswith("part-"):
+                        m.unlink()
+                return True
+            else:
+                raise InputError(
+                    f"expected --out to be a new or empty directory, got {self.root} which holds other files; "
+                    "choose a new --out"
+                )
+        for d in (self.items_dir, self.markers):
+            d.mkdir(parents=True, exist_ok=True)
+        _atomic_write(state_file, json.dumps(state, indent=1, sort_keys=True))
+        return False
+
+    def part_done(self, i: int) -> bool:
+        return (self.markers / f"part-{i:05d}.done").exists()
+
+    def write_part(self, i: int, items: pa.Table, embeddings: pa.Table | None) -> None:
+        name = f"part-{i:05d}.parquet"
+        _atomic_parquet(items, self.items_dir / name)
+        if embeddings is not None:
+            self.emb_dir.mkdir(parents=True, exist_ok=True)
+            _atomic_parquet(embeddings, self.emb_dir / name)
+        _atomic_write(self.markers / f"part-{i:05d}.done", json.dumps({"rows": items.num_rows}))
+
+    def drop_unmarked_parts(self) -> None:
+        """Remove part files whose marker is missing (left by a killed scan)."""
+        for d in (self.items_dir, self.emb_dir):
+            if d.exists():
+                for p in d.glob("part-*.parquet*"):
+                    stem = p.name.split(".")[0]
+                    if p.name.endswith(".tmp") or not (self.markers / f"{stem}.done").exists():
+                        p.unlink()
+
+    def stage_done(self, stage: str) -> bool:
+        return (self.markers / f"{stage}.done").exists()
+
+    def mark_stage(self, stage: str, info: dict | None = None) -> None:
+        _atomic_write(self.markers / f"{stage}.done", json.dumps(info or {}))
+
+    def mark_success(self) -> None:
+        _atomic_write(self.success, "ok\n")
+
+    # ---- catalog -----------------------------------------------------------------------------------
+    def connect(self, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+        return duckdb.connect(str(self.db_path), read_only=read_only)
+
+    def build_catalog(self, concept_ids: list[str], *, run_row: dict, operating_points: dict) -> None:
+        """Load the marked parts into DuckDB tables (rebuilt from scratch, so re-running is idempotent)."""
+        cols = concept_columns(concept_ids)
+        parts = sorted(p for p in self.items_dir.glob("part-*.parquet")
+                       if (self.markers / f"{p.name.split('.')[0]}.done").exists())
+        if not parts:
+            raise InputError("expected at least one scanned row, got none; the input has no rows")
+        tmp = self.db_path.with_suffix(".duckdb.tmp")
+        tmp.unlink(missing_ok=True)
+        con = duckdb.connect(str(tmp))
+        try:
+            files = [str(p) for p in parts]
+            con.execute(
+                f"CREATE TABLE items AS SELECT {', '.join(ITEM_COLUMNS)} FROM read_parquet($files) ORDER BY row_idx",
+                {"files": files},
+            )
+            # Duplicate ids: the first occurrence is scanned, later ones become per-item error rows.
+            con.execute("""
+                UPDATE items SET status = 'error', error = 'duplicate item_id (first occurrence kept)'
+                WHERE row_idx IN (SELECT row_idx FROM (SELECT row_idx, row_number() OVER
+                                  (PARTITION BY item_id ORDER BY row_idx) AS k FROM items) WHERE k > 1)
+            """)
+            con.execute(
+                f"CREATE TABLE item_scores AS SELECT item_id, {', '.join(cols)} FROM read_parquet($files) "
+                "WHERE status = 'ok' QUALIFY row_number() OVER (PARTITION BY item_id ORDER BY row_idx) = 1 "
+                "ORDER BY row_idx",
+                {"files": files},
+            )
+            con.execute("CREATE VIEW scanned AS SELECT i.item_id, i.row_idx, i.source, i.url, i.file, i.modality, "
+                        "s.* EXCLUDE (item_id) FROM items AS i JOIN item_scores AS s USING (item_id) "
+                        "WHERE i.status = 'ok'")
+            union = " UNION ALL ".join(
+                f"SELECT item_id, '{c}' AS concept, {c}_score AS score, {c}_screen AS screen, "
+                f"{c}_confirm AS confirm FROM item_scores" for c in concept_ids
+            )
+            con.execute(f"CREATE VIEW tags AS {union}")
+            con.execute("CREATE TABLE runs (key VARCHAR, value VARCHAR)")
+            con.executemany("INSERT INTO runs VALUES (?, ?)", [[k, str(v)] for k, v in run_row.items()])
+            con.execute("CREATE TABLE operating_points (concept VARCHAR, point VARCHAR, threshold DOUBLE, "
+                        "precision DOUBLE, recall DOUBLE, f1 DOUBLE)")
+            for c, pts in operating_points.items():
+                for point, m in pts.items():
+                    con.execute("INSERT INTO operating_points VALUES (?, ?, ?, ?, ?, ?)",
+                                [c, point, m.get("threshold"), m.get("precision"), m.get("recall"), m.get("f1")])
+            con.execute("CREATE TABLE hash_matches (item_id VARCHAR, list_name VARCHAR, hash_kind VARCHAR, "
+                        "distance INTEGER, item_hash VARCHAR)")
+            _create_macros(con)
+        finally:
+            con.close()
+        os.replace(tmp, self.db_path)
+
+
+def _create_macros(con) -> None:
+    """Persistent SQL macros the queries use (Wilson score interval, z = 1.96 for 95%)."""
+    con.execute("""
+        CREATE OR REPLACE MACRO wilson_lo(k, n) AS CASE WHEN n = 0 THEN NULL ELSE
+          ((k / n) + 1.96*1.96/(2*n) - 1.96 * sqrt((k / n)*(1 - k / n)/n + 1.96*1.96/(4*n*n))) / (1 + 1.96*1.96/n) END
+    """)
+    con.execute("""
+        CREATE OR REPLACE MACRO wilson_hi(k, n) AS CASE WHEN n = 0 THEN NULL ELSE
+          ((k / n) + 1.96*1.96/(2*n) + 1.96 * sqrt((k / n)*(1 - k / n)/n + 1.96*1.96/(4*n*n))) / (1 + 1.96*1.96/n) END
+    """)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _atomic_parquet(table: pa.Table, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, path)
+
+
+def open_store(run: str | Path) -> RunStore:
+    store = RunStore(run)
+    if not store.root.is_dir():
+        raise InputError(f"expected a run directory, got {run} which does not exist; run `analyzer scan ... --out {run}`")
+    if not store.db_path.exists() or not store.is_complete():
+        raise RunIncompleteError(
+            f"expected a complete run in {run}, got an incomplete one (no _SUCCESS marker); re-run the same "
+            "`analyzer scan` command to resume it"
+        )
+    return store

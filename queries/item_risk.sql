@@ -1,0 +1,37 @@
+-- R1 per item: both primary concepts at the screen point, or a known-hash match (also for items that
+-- failed to scan, e.g. an image that could not be decoded). Builds the table item_risk.
+-- Parameters: none.
+WITH hash_hits AS (
+    SELECT item_id, list(DISTINCT list_name ORDER BY list_name) AS hash_lists
+    FROM hash_matches
+    GROUP BY item_id
+),
+candidates AS (
+    SELECT item_id FROM scanned
+    UNION
+    SELECT item_id FROM hash_hits
+),
+flags AS (
+    SELECT c.item_id,
+           i.source,
+           s.minor_score,
+           s.adult_sexual_score,
+           coalesce(s.minor_screen AND s.adult_sexual_screen, false) AS both_concepts,
+           h.item_id IS NOT NULL AS hash_match,
+           h.hash_lists
+    FROM candidates AS c
+    JOIN (SELECT DISTINCT ON (item_id) item_id, source FROM items ORDER BY item_id, row_idx) AS i USING (item_id)
+    LEFT JOIN item_scores AS s USING (item_id)
+    LEFT JOIN hash_hits AS h USING (item_id)
+)
+SELECT item_id,
+       source,
+       minor_score,
+       adult_sexual_score,
+       both_concepts,
+       hash_match,
+       hash_lists,
+       both_concepts OR hash_match AS r1,
+       list_filter([CASE WHEN both_concepts THEN 'R1' END, CASE WHEN hash_match THEN 'HASH' END],
+                   lambda x: x IS NOT NULL) AS reasons
+FROM flags
