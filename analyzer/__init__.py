@@ -8,9 +8,13 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 
-def __getattr__(name):  # lazy: `import analyzer` stays cheap and torch-free
-    from . import api
+_PUBLIC = ("scan", "tag", "evaluate", "open_run", "report", "signoff", "apply", "Run")
 
-    if hasattr(api, name):
+
+def __getattr__(name):  # lazy: `import analyzer` stays cheap and torch-free
+    if name in _PUBLIC:
+        import importlib
+
+        api = importlib.import_module("analyzer.api")
         return getattr(api, name)
     raise AttributeError(name)

@@ -38,6 +38,7 @@ PACKAGE_FORMAT = "analyzer-escalation/1"
 _SEVERITY = {"hash_match": 0, "r1": 1, "expansion_candidate": 2}
 _CODE_BAD = re.compile(r"[^A-Za-z0-9_.:=\-]+")
 _HEX = re.compile(r"^[0-9a-f]+$")
+_HOSTNAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)+$")
 
 
 # --------------------------------------------------------------------------------------------- expansion
@@ -182,10 +183,14 @@ def _take_refs(row: dict, ref: Mapping) -> None:
         url = ref.get("url")
         row["url_md5"] = url_digest(url, "md5") if isinstance(url, str) else _hexish(ref.get("url_md5"))
     if row["source_domain"] is None:
-        src = ref.get("source_domain") or ref.get("source")
-        if not src and isinstance(ref.get("url"), str):
-            src = url_host(ref["url"])
-        row["source_domain"] = _code(src, 253) if src else None
+        # the URL's host first; a given source/source_domain only when it looks like a host name (a free-text
+        # source column must not carry words into the package)
+        src = url_host(ref["url"]) if isinstance(ref.get("url"), str) else None
+        for key in ("source_domain", "source"):
+            cand = str(ref.get(key) or "").strip().lower()
+            if not src and _HOSTNAME.match(cand):
+                src = cand
+        row["source_domain"] = src[:253] if src else None
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -288,3 +293,67 @@ def write_escalation_package(run_dir, *, matches: Iterable[Mapping] = (), r1_ite
     _atomic_write(esc / "quarantine.csv", csv_bytes)
     _atomic_write(esc / "manifest.json", (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
     return esc
+
+
+# ------------------------------------------------------------------------------------------ from a run
+def write_run_escalation(run_dir, con, *, run_fingerprint: str | None = None, threshold: float = 0.9,
+                         k: int = 50, batch_rows: int = 65536) -> Path:
+    """Build the package of a finished scan from its catalog (``item_risk``, ``hash_matches``, ``items``).
+
+    R1 items and hash matches come from queries/escalation_items.sql and escalation_matches.sql; expansion
+    candidates are searched around the hash-matched items in the kept embedding parts
+    (``RUN/embeddings/part-*.parquet``, streamed in record batches, first occurrence of an id wins).
+    ``run_fingerprint`` defaults to the fingerprint in ``RUN/_state.json``.
+    """
+    import pyarrow.parquet as pq
+
+    from .ingest.standardize import embedding_matrix
+    from .sql import load_query
+
+    run_dir = Path(run_dir)
+    if run_fingerprint is None:
+        state = run_dir / "_state.json"
+        run_fingerprint = json.loads(state.read_text()).get("fingerprint") if state.exists() else None
+        run_fingerprint = run_fingerprint or "unknown"
+    cols = ("item_id", "list_name", "hash_kind", "distance", "item_hash")
+    matches = [dict(zip(cols, row)) for row in con.execute(load_query("escalation_matches")).fetchall()]
+    r1_items, refs = [], {}
+    for item_id, hash_match, both, url, source in con.execute(load_query("escalation_items")).fetchall():
+        refs[item_id] = {"url": url, "source": source}
+        if both:
+            r1_items.append({"item_id": item_id, "reasons": ["both_concepts"]})
+    hit_ids = sorted({m["item_id"] for m in matches})
+    expansions: list[dict] = []
+    parts = sorted((run_dir / "embeddings").glob("part-*.parquet"))
+    if hit_ids and parts:
+        def batches():
+            seen: set[str] = set()
+            for part in parts:
+                reader = pq.ParquetFile(part)
+                for rb in reader.iter_batches(batch_size=batch_rows, columns=["item_id", "embedding"]):
+                    ids = rb.column(0).to_pylist()
+                    try:
+                        mat, valid = embedding_matrix(rb.column(1))
+                    except InputError:  # a batch without one usable vector: nothing to compare
+                        continue
+                    valid = valid & np.isfinite(mat).all(axis=1) & (np.abs(mat).sum(axis=1) > 0)
+                    keep = [j for j, i in enumerate(ids) if valid[j] and i not in seen]
+                    seen.update(ids[j] for j in keep)
+                    if keep:
+                        yield [ids[j] for j in keep], mat[keep]
+
+        wanted = set(hit_ids)
+        hit_vecs: dict[str, np.ndarray] = {}
+        for ids, mat in batches():  # pass 1: the hits' own vectors
+            for j, i in enumerate(ids):
+                if i in wanted and i not in hit_vecs:
+                    hit_vecs[i] = mat[j]
+        present = [h for h in hit_ids if h in hit_vecs]
+        if present:
+            vecs = np.stack([hit_vecs[h] for h in present])
+            expander = HitExpander(threshold=threshold, k=k).fit(present, vecs)
+            for ids, mat in batches():  # pass 2: neighbours
+                expander.partial_fit(ids, mat)
+            expansions = expander.results()
+    return write_escalation_package(run_dir, matches=matches, r1_items=r1_items, expansions=expansions,
+                                    run_fingerprint=run_fingerprint, references=refs)

@@ -26,7 +26,8 @@ import hashlib
 import numpy as np
 
 from .errors import InputError
-from .hashlists import DIGEST_BYTES, HashList, HashLists, load_hash_list, load_hash_lists, parse_spec
+from .hashlists import (DIGEST_BYTES, HashList, HashLists, digest_dtype, load_hash_list, load_hash_lists,
+                        parse_spec)
 from .pdq import (DEFAULT_MAX_PIXELS, DIHEDRAL_NAMES, MAX_DISTANCE, ORIENTATIONS, QUALITY_FLOOR,
                   ImageDecodeError, PdqIndex, pdq_from_bytes, pdq_to_hex)
 from .urlhash import normalize_url, url_digest, url_host
@@ -94,12 +95,12 @@ def item_hashes(images, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict[str, li
 
 
 def _lookup(sorted_arr: np.ndarray, queries: list[bytes | None], width: int) -> list[bool]:
-    """Which queries are in ``sorted_arr`` (fixed-width 'S' digests)."""
+    """Which queries are in ``sorted_arr`` (sorted fixed-width raw digests, see ``digest_dtype``)."""
     found = [False] * len(queries)
     idx = [i for i, q in enumerate(queries) if q is not None]
     if not idx or len(sorted_arr) == 0:
         return found
-    q = np.array([queries[i] for i in idx], dtype=f"S{width}")
+    q = np.frombuffer(b"".join(queries[i] for i in idx), dtype=digest_dtype(width))
     pos = np.searchsorted(sorted_arr, q)
     pos_c = np.minimum(pos, len(sorted_arr) - 1)
     hit = (pos < len(sorted_arr)) & (sorted_arr[pos_c] == q)

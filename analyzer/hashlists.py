@@ -27,7 +27,6 @@ from __future__ import annotations
 import csv
 import gzip
 import hashlib
-import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +50,7 @@ _AUTO_COLUMNS = ("pdq", "sha256", "sha1", "md5", "url", "hash")
 
 @dataclass
 class HashList:
-    """One loaded list. ``entries``: sorted unique raw digests (``S16``/``S20``/``S32``) for exact kinds,
+    """One loaded list. ``entries``: sorted unique raw digests (numpy void, 16/20/32 bytes) for exact kinds,
     ``uint8 (n, 32)`` for pdq; for url lists ``url_entries`` maps digest algorithm -> sorted digests."""
 
     name: str
@@ -127,24 +126,24 @@ def _default_name(path: Path) -> str:
     return name or path.name
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    raw = path.read_bytes() if path.stat().st_size < (1 << 31) else None
-    if raw is None:  # pragma: no cover - multi-GB list files
-        raise InputError(f"expected a hash list file under 2 GiB, got {path} "
-                         f"({path.stat().st_size} bytes); split it into several lists")
-    if path.suffix.lower() == ".gz":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
-            raise InputError(f"expected a gzip-compressed hash list in {path}, got a corrupt file ({exc}); "
-                             "recompress it or pass the plain file") from None
+def _iter_lines(path: Path):
+    """Stream the decoded lines of a (possibly gzip-compressed) UTF-8 file, with exact line numbers in errors."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    lineno = 0
     try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise InputError(f"{path}:{line}: expected UTF-8 text, got an undecodable byte; "
-                         "save the list as UTF-8 (one hash a line)") from None
-    return io.StringIO(text, newline=None)
+        with opener(path, "rb") as fh:
+            for lineno, raw in enumerate(fh, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise InputError(f"{path}:{lineno}: expected UTF-8 text, got an undecodable byte; "
+                                     "save the list as UTF-8 (one hash a line)") from None
+                yield line.lstrip("\ufeff") if lineno == 1 else line
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        if path.name.lower().endswith(".gz"):
+            raise InputError(f"{path}:{lineno + 1}: expected a gzip-compressed hash list, got a corrupt or "
+                             f"truncated file ({exc}); recompress it or pass the plain file") from None
+        raise InputError(f"{path}: expected a readable hash list file, got {exc}; check the file") from None
 
 
 def _is_csv(path: Path) -> bool:
@@ -154,7 +153,7 @@ def _is_csv(path: Path) -> bool:
 
 def _iter_entries(path: Path, column: str | None):
     """Yield ``(line_number, value)`` per entry. For CSV files the first item is ``(-1, resolved_column)``."""
-    stream = _open_text(path)
+    stream = _iter_lines(path)
     if not _is_csv(path):
         for lineno, line in enumerate(stream, start=1):
             value = line.strip()
@@ -176,7 +175,7 @@ def _iter_entries(path: Path, column: str | None):
         found = [c for c in _AUTO_COLUMNS if c in lower]
         if len(found) != 1:
             raise InputError(f"{path}: expected one hash column named one of {', '.join(_AUTO_COLUMNS)}, "
-                             f"got columns {header}; name it with PATH:COLUMN or --hash-list-column")
+                             f"got columns {header}; name the column with PATH:COLUMN (e.g. lists.csv:md5)")
         column = header[lower.index(found[0])]
     elif column not in header:
         if column.lower() in lower:
@@ -218,7 +217,11 @@ def load_hash_list(spec: str, *, column: str | None = None) -> HashList:
         raise InputError(f"expected a readable hash list file, got {path_str!r} (not found or not a file); "
                          "check the path in the spec")
     try:
-        file_sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        file_sha256 = digest.hexdigest()
     except OSError as exc:
         raise InputError(f"expected a readable hash list file, got {path} ({exc.strerror}); "
                          "check its permissions") from None
@@ -247,7 +250,8 @@ def load_hash_list(spec: str, *, column: str | None = None) -> HashList:
                 buckets["md5"].append(hashlib.md5(norm.encode("utf-8", "surrogatepass")).digest())
         hl.url_entries = {a: _sorted_unique(v, DIGEST_BYTES[a]) for a, v in buckets.items() if v}
     else:
-        values: list[bytes] = []
+        chunks: list[bytes] = []
+        pending: list[tuple[int, str]] = []
         for lineno, value in entries:
             if kind is None:
                 if _HEX_RE.fullmatch(value) and len(value) == 64:
@@ -261,27 +265,49 @@ def load_hash_list(spec: str, *, column: str | None = None) -> HashList:
                                      f"sha256:/pdq:/url:), got {shown!r}")
                 kind = _KIND_BY_LEN[len(value)]
                 hl.kind = kind
-            values.append(bytes.fromhex(_check_hex(path, lineno, value, kind)))
+            pending.append((lineno, value))
+            if len(pending) >= 65536:
+                chunks.append(_hex_chunk(path, pending, kind))
+                pending = []
+        if pending:
+            chunks.append(_hex_chunk(path, pending, kind))
+        values = b"".join(chunks)
         if kind is None:
             kind = hl.kind = ""
         if kind == "pdq":
-            arr = np.frombuffer(b"".join(values), dtype=np.uint8).reshape(-1, 32) if values else \
-                np.zeros((0, 32), np.uint8)
-            hl.entries = np.unique(arr, axis=0) if len(arr) else arr
+            uniq = np.unique(np.frombuffer(values, dtype=digest_dtype(32)))
+            hl.entries = np.frombuffer(uniq.tobytes(), dtype=np.uint8).reshape(-1, 32)
         elif kind:
-            hl.entries = _sorted_unique(values, DIGEST_BYTES[kind])
+            hl.entries = np.unique(np.frombuffer(values, dtype=digest_dtype(DIGEST_BYTES[kind])))
     if hl.n_entries == 0:
         raise InputError(f"{path}: expected at least one hash entry, got none (empty list or only comments); "
                          "check the file or drop the spec")
     return hl
 
 
+def _hex_chunk(path: Path, pending: list[tuple[int, str]], kind: str) -> bytes:
+    """Convert a chunk of hex entries in one call; on any problem find and report the first bad line."""
+    want = HEX_LEN[kind]
+    try:
+        if all(len(v) == want for _, v in pending):
+            raw = bytes.fromhex("".join(v for _, v in pending))
+            if len(raw) == len(pending) * want // 2:
+                return raw
+    except ValueError:
+        pass
+    for lineno, value in pending:
+        _check_hex(path, lineno, value, kind)
+    raise InputError(f"{path}: expected {want}-hex {kind} hashes, got an entry that could not be read; "
+                     "one hash a line")  # pragma: no cover - _check_hex raises first
+
+
+def digest_dtype(width: int) -> np.dtype:
+    """Fixed-width raw bytes (numpy void): sorts and compares bytewise (memcmp), keeps NUL bytes."""
+    return np.dtype((np.void, width))
+
+
 def _sorted_unique(values: list[bytes], width: int) -> np.ndarray:
-    # Fixed-width 'S' digests: sorting and searchsorted compare the full width, which is exact because every
-    # entry has the same width. (Reading an element back strips trailing NUL bytes, so matches report the
-    # item's own digest, never an element read from this array.)
-    arr = np.array(values, dtype=f"S{width}")
-    return np.unique(arr)
+    return np.unique(np.frombuffer(b"".join(values), dtype=digest_dtype(width)))
 
 
 def load_hash_lists(specs: list[str] | str, *, column: str | None = None) -> HashLists:

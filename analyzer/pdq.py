@@ -9,11 +9,13 @@ score 0..100. The standard operating rules, applied here:
   or mirrored copy of a listed image still matches the list entry hashed from the original. By default
   the pixels are hashed in each orientation (``orientations="exact"``, 8 PDQ computations an image);
   ``"dihedral"`` takes the eight hashes from ``pdqhash.compute_dihedral`` in one computation, which is
-  8x cheaper but approximate (PDQ's box filter is not symmetric for even window sizes): on generated test
-  images it missed 14 of 308 rotated/flipped copies that the exact mode found.
+  8x cheaper but approximate (PDQ's box filter is not symmetric for even window sizes): in the
+  orientation check of ``benchmarks/bench_pdq.py`` it missed 12 of 280 rotated/flipped copies of
+  generated images that the exact mode found (docs/architecture.md, "Hash lists and escalation").
 
-Hashes are carried as ``uint8[32]`` rows (big-endian bit order, the same as the 64-hex strings that PDQ
-tools and hash-sharing programmes exchange: ``bytes.hex()`` of the row is the standard hex form).
+Hashes are carried as ``uint8[32]`` rows; ``bytes.hex()`` of a row is the 64-hex form. The bit order
+follows the reference ``Hash256::format`` (16-bit words w[15] .. w[0]), derived from the ``pdqhash``
+binding's ``hash_to_vector``; it has not been checked against published reference vectors here.
 
 Decoding never crashes a run: :func:`decode_rgb` raises :class:`ImageDecodeError` with a one-line reason
 (bomb, truncated, unknown format, ...) that callers turn into a per-item error.
@@ -128,7 +130,7 @@ def pdq_hashes(rgb: np.ndarray, orientations: str = "exact") -> tuple[np.ndarray
     ``orientations``: ``"exact"`` hashes the pixels in each of the eight orientations (row order
     :data:`ORIENTATIONS`; 8 PDQ computations, exact for lossless rotations and flips); ``"dihedral"`` uses
     ``pdqhash.compute_dihedral`` (one computation; rows :data:`DIHEDRAL_NAMES`; its seven derived hashes
-    are approximations, measured up to ~38 bits off the hash of the really rotated image, see
+    are approximations, measured up to 48 bits off the hash of the really rotated image, see
     docs/architecture.md); ``"none"`` gives only the original orientation (k = 1).
     The quality is that of the original orientation.
     """

@@ -74,6 +74,8 @@ def prepare_scan(cfg: ScanConfig):
     bank = load_bank(cfg.bank)
     encoder = get_encoder(cfg.encoder)
     dim = reader.embedding_dim() if hasattr(reader, "embedding_dim") else None
+    if dim is None and getattr(reader, "has_embeddings", False):
+        dim = _peek_embedding_dim(reader)
     if dim is not None and dim != encoder.dim:
         raise InputError(
             f"expected embeddings of dimension {encoder.dim} (the {encoder.name} encoder's), got {dim}; "
@@ -88,6 +90,18 @@ def prepare_scan(cfg: ScanConfig):
         cfg.embedding_modality = "image" if getattr(encoder, "supports_images", False) else "text"
     model = fit_concept_model(bank, encoder, seed=cfg.seed)
     return reader, bank, encoder, model, hashes
+
+
+def _peek_embedding_dim(reader) -> int | None:
+    """Dimension of the first valid vector in the first batch (list columns declare none)."""
+    from .ingest.standardize import embedding_matrix
+
+    for batch in reader.iter_batches(1024):
+        mat, valid = embedding_matrix(batch.column("embedding"))
+        if valid.any():
+            return mat.shape[1]
+        break
+    return None
 
 
 def run_scan(cfg: ScanConfig) -> Path:
@@ -181,6 +195,10 @@ def finalize(cfg, store: RunStore, reader, bank, encoder, model, *, hashes=None,
         store.mark_stage("catalog")
         build_risk(con, store, quiet=cfg.quiet)
         store.mark_stage("risk")
+        from .escalation import write_run_escalation  # RUN/escalation/: ids, hashes, source refs (0700/0600)
+
+        write_run_escalation(store.root, con)
+        store.mark_stage("escalation")
         build_recommendations(con, store, bank_version=bank.version, encoder_name=encoder.name)
         store.mark_stage("recommend")
     finally:

@@ -33,12 +33,12 @@ def build_recommendations(con, store, *, bank_version: str, encoder_name: str,
         GROUP BY st.strategy
         ORDER BY items_removed
     """, {"rec": recommended, "names": list(STRATEGY_DOC)})
-    manifest = con.execute("""
+    manifest = con.sql("""
             SELECT r.item_id, r.action, r.reasons, r.strategy,
                    s.minor_score, s.adult_sexual_score,
                    $bank AS bank_version, $model AS model
             FROM recommendations AS r LEFT JOIN item_scores AS s USING (item_id)
             WHERE r.strategy = $rec
             ORDER BY r.action DESC, r.item_id
-    """, {"bank": bank_version, "model": encoder_name, "rec": recommended}).to_arrow_table()
+    """, params={"bank": bank_version, "model": encoder_name, "rec": recommended}).to_arrow_table()
     pq.write_table(manifest, store.root / "removal_manifest.parquet")

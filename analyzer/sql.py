@@ -40,7 +40,7 @@ def query_params(sql: str) -> set[str]:
 
 
 def run_query(con, name_or_path: str, params: dict | None = None):
-    """Execute a query with DuckDB parameters; returns the DuckDB relation result (fetch with .pl()/.df())."""
+    """Run a query with DuckDB parameters; returns a DuckDB relation (.fetchall(), .pl(), .description)."""
     sql = load_query(name_or_path)
     params = dict(params or {})
     wanted = query_params(sql)
@@ -51,7 +51,7 @@ def run_query(con, name_or_path: str, params: dict | None = None):
     if missing:
         raise InputError(f"expected a value for {sorted(missing)}; pass --param {sorted(missing)[0]}=VALUE")
     try:
-        return con.execute(sql, params) if params else con.execute(sql)
+        return con.sql(sql, params=params) if params else con.sql(sql)
     except Exception as exc:  # duckdb errors: one line
         raise InputError(f"expected a query that runs on this run's catalog, got an error: {str(exc).splitlines()[0]}") from None
 

@@ -102,7 +102,7 @@ def tag_batch(batch: pa.RecordBatch, encoder, model, *, embedding_modality: str 
             out = model.score(sub_texts, mat[sel], modality="text" if mod == "text" else mod)
             for c, p in out.items():
                 scores.setdefault(c, np.full(n, np.nan))[sel] = p
-    mask = pa.array(~ok)
+    mask = ~ok
     for c in model.concept_ids:
         p = scores.get(c, np.full(n, np.nan))
         op = model.operating_points[c]

@@ -35,6 +35,7 @@ _PATH_OK = _UNRESERVED | _SUB_DELIMS | frozenset(":@/")
 _QUERY_OK = _PATH_OK | frozenset("?")
 _HOST_OK = _UNRESERVED | _SUB_DELIMS
 _ESCAPE_RE = re.compile(r"%[0-9a-f]{2}")
+_IPV6_RE = re.compile(r"^\[[0-9A-Fa-f:.]+\]$")
 _HEX = frozenset("0123456789abcdefABCDEF")
 _DEFAULT_PORTS = {"http": "80", "https": "443", "ftp": "21"}
 
@@ -91,7 +92,7 @@ def _remove_dot_segments(path: str) -> str:
 
 def _norm_host(host: str) -> str:
     host = host.strip()
-    if host.startswith("["):  # IPv6 literal
+    if _IPV6_RE.match(host):  # IPv6 literal
         return host.lower()
     if any(ord(c) > 127 for c in host):
         try:

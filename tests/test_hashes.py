@@ -330,3 +330,11 @@ def test_match_batch_checks_lengths(tmp_path):
         HashMatcher(lists).match_batch(["a"], [None], ["not bytes"])
     # the md5 of empty bytes is on the list: empty bytes still match exactly
     assert HashMatcher(lists).match_batch(["a"], [None], [b""])[0]["hash_kind"] == "md5"
+
+
+def test_digests_with_trailing_zero_bytes_match(tmp_path):
+    # exact matching works on any bytes (even undecodable ones), including digests that end in NUL bytes
+    data = next(b for b in (f"blob-{i}".encode() for i in range(100000)) if hashlib.md5(b).digest()[-1] == 0)
+    lists = load_hash_lists([write(tmp_path / "z.txt", hashlib.md5(data).hexdigest() + "\n")])
+    matches = HashMatcher(lists).match_batch(["z", "y"], None, [data, data[:-1]])
+    assert [m["item_id"] for m in matches] == ["z"] and matches[0]["item_hash"].endswith("00")

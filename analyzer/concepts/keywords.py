@@ -16,16 +16,20 @@ from .bank import LANGUAGES, ConceptBank
 
 _STOP = {
     "en": "the a an and of in on with at for to is are his her their from by under over near its this while "
-          "two three into who out up".split(),
+          "two three into who out up during after next".split(),
     "de": "der die das und ein eine einem einer einen mit im auf von für den dem des ist zu bei am vor beim "
-          "sich nicht zwei drei seinem seiner ihrem ihrer".split(),
+          "sich nicht zwei drei seinem seiner ihrem ihrer auch aus zum zur nach über unter vom".split(),
     "fr": "le la les des du un une et avec dans sur pour au aux son sa ses est sous l' d' deux trois leur "
-          "qui par".split(),
-    "es": "el la los las un una unos unas y con en del para por su sus al es dos tres sobre entre".split(),
+          "qui par sont cette ces chez vers très aussi leurs une".split(),
+    "es": "el la los las un una unos unas y con en del para por su sus al es dos tres sobre entre muy este esta "
+          "desde hasta junto".split(),
     "it": "il lo la gli le un una uno e con nel nella del della per su di da al sul suo sua che dei degli "
-          "alla allo due tre nei".split(),
-    "pt": "o a os as um uma e com no na nos nas do da dos das para em seu sua ao dois duas três pela pelo".split(),
-    "nl": "de het een en met in op van voor bij is zijn naar aan die dat twee drie zijn haar onder".split(),
+          "alla allo due tre nei sulla sullo sulle sui nelle negli alle dalla dal dalle delle come questo "
+          "questa molto ed".split(),
+    "pt": "o a os as um uma e com no na nos nas do da dos das para em seu sua ao dois duas três pela pelo não "
+          "muito num numa".split(),
+    "nl": "de het een en met in op van voor bij is zijn naar aan die dat twee drie haar onder hun ook niet uit "
+          "tegen over".split(),
 }
 # Words unique to one language weigh more than shared ones ("la", "a", "de", "in" ...).
 _COUNTS: dict[str, int] = {}

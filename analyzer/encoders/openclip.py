@@ -76,6 +76,8 @@ class OpenClipEncoder:
         self.max_pixels = max_pixels
         self.max_side = max_side
         self.draft = draft
+        if precision not in (None, "fp32", "fp16", "bf16"):
+            raise InputError(f"expected precision fp32, fp16 or bf16, got {precision!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise InputError(f"expected a positive integer batch_size, got {batch_size!r}")
         self.name = f"openclip:{arch}:{pretrained}"
@@ -250,7 +252,7 @@ class OpenClipEncoder:
                 raise InputError(f"expected loadable model files for {self.name}, got {type(exc).__name__}: "
                                  f"{str(exc)[:200]}; pass a local checkpoint path") from None
             model.eval()
-            dtype = next(model.parameters()).dtype
+            dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
             with torch.inference_mode():
                 dim = int(model.encode_text(tokenizer(["a"]).to(device)).shape[-1])
             _CACHE[key] = (model, preprocess, tokenizer, dtype, dim)

@@ -61,12 +61,20 @@ def open_input(inputs: list[str], spec: ColumnSpec | None = None):
 def _detect(p: Path) -> str:
     if p.is_file():
         suf = p.suffix.lower()
+        name = p.name.lower()
+        if suf == ".parquet":
+            from .hf import is_hf_parquet
+
+            return "hf" if is_hf_parquet(p) else "tabular"
         if suf in TABULAR_SUFFIXES:
             return "tabular"
-        if suf == ".tar":
+        if suf == ".arrow":
+            return "hf"
+        if suf == ".tar" or name.endswith((".tar.gz", ".tgz")):
             return "webdataset"
         raise InputError(
-            f"expected .parquet, .csv, .tsv, .jsonl, .tar or a directory, got {p}; convert the file or pass a directory"
+            f"expected .parquet, .csv, .tsv, .jsonl, .tar, .arrow or a directory, got {p}; convert the file or pass a "
+            "directory"
         )
     from . import _extra_readers
 

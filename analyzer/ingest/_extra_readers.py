@@ -10,7 +10,7 @@ from .schema import ColumnSpec
 def detect_dir(p: Path) -> str:
     if (p / "img_emb").is_dir() and (p / "metadata").is_dir():
         return "laion"
-    if (p / "dataset_info.json").exists() or (p / "state.json").exists():
+    if any((p / n).exists() for n in ("dataset_info.json", "state.json", "dataset_dict.json")):
         return "hf"
     files = [f for f in p.iterdir() if f.is_file()]
     if any(f.suffix.lower() == ".tar" for f in files):

@@ -12,7 +12,7 @@ Columns: text/id/url/source/embedding resolve like any input (options, else auto
 column is the first column whose feature is ``Image`` (``dataset_info.json`` or the ``huggingface`` schema
 metadata), else one named image/img/jpg/png/webp that is a struct of ``bytes``/``path`` or binary. An image
 stored by path only is read from that path (relative paths from the dataset directory) when it is a
-regular file, else the row is an error. Embedding columns may be lists or fixed-size lists of float16/32/64.
+regular file with an image suffix, else the row is an error. Embedding columns may be lists or fixed-size lists of float16/32/64.
 
 ``item_id``: the id column, else for image datasets ``"<split>/<row in split>"``, else the documented hash
 of url and text (as for tabular inputs).
@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import InputError
-from .images import MAX_BYTES, resolve_roles
+from .images import MAX_BYTES, is_image_name, resolve_roles
 from .schema import ColumnSpec
 from .standardize import standardize
 
@@ -256,6 +256,8 @@ def _image_bytes(col: pa.Array, base: Path) -> tuple[pa.Array, list[str | None]]
 
 
 def _read_path(p: Path) -> tuple[bytes | None, str | None]:
+    if not is_image_name(p.name):
+        return None, "image path without an image file suffix refused"
     try:
         if not p.is_file():
             return None, "image stored by path only and the file is missing"

@@ -93,8 +93,10 @@ def embedding_matrix(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
         raise InputError(f"expected an embedding column of lists of floats, got type {t}; "
                          "store vectors as list<float> or fixed_size_list<float>")
     finite = np.isfinite(mat).all(axis=1)
+    if not finite.all():
+        mat = np.array(mat, dtype=np.float32, copy=True)  # zero-copy views from Arrow are read-only
+        mat[~finite] = 0.0
     valid &= finite
-    mat[~finite] = 0.0
     return mat, valid
 
 

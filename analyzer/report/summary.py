@@ -7,7 +7,7 @@ import json
 def build_summary(con, *, top_sources: int = 20) -> dict:
     kv = dict(con.execute("SELECT key, value FROM runs").fetchall())
     total, failed = con.execute(
-        "SELECT count(*), count(*) FILTER (WHERE status <> 'ok') FROM items").fetchone()
+        "SELECT count(*), count(*) FILTER (WHERE status <> 'ok') FROM items").fetchall()[0]
     concepts = {}
     for concept, screen, confirm, scanned in con.execute(
             "SELECT concept, count(*) FILTER (WHERE screen), count(*) FILTER (WHERE confirm), count(*) "
@@ -20,7 +20,7 @@ def build_summary(con, *, top_sources: int = 20) -> dict:
         ops.setdefault(c, {})[point] = {"threshold": t, "precision": p, "recall": r, "f1": f}
     for c in concepts:
         concepts[c]["operating_points"] = ops.get(c, {})
-    r1 = con.execute("SELECT count(*) FILTER (WHERE r1), count(*) FILTER (WHERE hash_match) FROM item_risk").fetchone()
+    r1 = con.execute("SELECT count(*) FILTER (WHERE r1), count(*) FILTER (WHERE hash_match) FROM item_risk").fetchall()[0]
     strategies = [dict(zip(("strategy", "items_removed", "share_removed", "recommended"), row)) for row in
                   con.execute("SELECT strategy, items_removed, share_removed, recommended FROM strategies "
                               "ORDER BY items_removed").fetchall()]
@@ -32,7 +32,8 @@ def build_summary(con, *, top_sources: int = 20) -> dict:
         "lift, score FROM group_risk WHERE group_kind = 'source' ORDER BY score DESC, items DESC LIMIT ?",
         [top_sources]).fetchall()]
     cur = con.execute("SELECT * FROM dataset_risk")
-    row = cur.fetchone()
+    rows_ = cur.fetchall()
+    row = rows_[0] if rows_ else None
     r4 = dict(zip([d[0] for d in cur.description], row)) if row else {}
     return {
         "run_id": kv.get("run_id"),

@@ -1,0 +1,23 @@
+"""Concept banks and taggers: which items depict minors, which hold adult sexual content, and how sure we are.
+
+Public interface (used by the pipeline, the CLI and the notebooks)::
+
+    bank = load_bank(path=None)                       # packaged default bank when path is None
+    model = fit_concept_model(bank, encoder, seed=0)  # probes + keywords + fusion + calibration + operating points
+    scores = model.score(texts, embeddings, modality="text")   # {concept: float64 probabilities}
+    evaluate_labels(model, texts, {concept: 0/1 array})
+
+See docs/concepts.md for the bank format, the taggers, calibration and the measured figures.
+"""
+from .bank import Concept, ConceptBank, ProbeData, default_bank_path, load_bank, parse_bank
+from .calibration import wilson
+from .evaluate import evaluate_by_language, evaluate_labels, evaluate_scores
+from .keywords import KeywordTagger, detect_language, detect_languages
+from .model import ConceptModel, fit_concept_model
+from .taggers import ProbeTagger, PromptTagger
+
+__all__ = [
+    "Concept", "ConceptBank", "ConceptModel", "KeywordTagger", "ProbeData", "ProbeTagger", "PromptTagger",
+    "default_bank_path", "detect_language", "detect_languages", "evaluate_by_language", "evaluate_labels",
+    "evaluate_scores", "fit_concept_model", "load_bank", "parse_bank", "wilson",
+]

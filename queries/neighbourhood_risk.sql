@@ -1,0 +1,68 @@
+-- R2 per flagged item: the share of its $k nearest neighbours (embedding space, cosine) that carry the
+-- other primary concept at screen. direction 'adult_to_minor': an adult_sexual item and the minor share of
+-- its neighbourhood; 'minor_to_adult': a minor item and the adult_sexual share of its neighbourhood.
+-- r2 is that cross share; bridge = r2 >= $bridge_share; lift = r2 over the concept's dataset rate.
+-- The items removed by $strategy are left out first, as queries and as neighbours: each item's k nearest
+-- KEPT neighbours are taken from the stored list (flagged_neighbours keeps K >= k per item).
+-- Ids and scores only, never captions. Parameters: $strategy ('none' or a strategy), $k, $bridge_share.
+WITH removed AS (
+    SELECT DISTINCT item_id FROM recommendations WHERE strategy = $strategy
+),
+kept AS (
+    SELECT s.item_id,
+           coalesce(s.minor_screen, false) AS m,
+           coalesce(s.adult_sexual_screen, false) AS a
+    FROM scanned AS s ANTI JOIN removed AS r USING (item_id)
+),
+rates AS (
+    SELECT count(*) FILTER (WHERE m) / greatest(count(*), 1) AS m_rate,
+           count(*) FILTER (WHERE a) / greatest(count(*), 1) AS a_rate
+    FROM kept
+),
+queries AS (
+    SELECT item_id, m, a FROM kept WHERE m OR a
+),
+ranked AS (
+    SELECT n.item_id,
+           n.neighbour_id,
+           n.similarity,
+           nb.m AS nm,
+           nb.a AS na,
+           row_number() OVER (PARTITION BY n.item_id ORDER BY n.rank) AS r
+    FROM flagged_neighbours AS n
+    SEMI JOIN queries AS q ON q.item_id = n.item_id
+    JOIN kept AS nb ON nb.item_id = n.neighbour_id
+),
+per_item AS (
+    SELECT item_id,
+           count(*) AS neighbours,
+           avg(CAST(nm AS DOUBLE)) AS minor_share,
+           avg(CAST(na AS DOUBLE)) AS adult_share,
+           avg(similarity) AS mean_similarity
+    FROM ranked
+    WHERE r <= $k
+    GROUP BY item_id
+),
+directed AS (
+    SELECT q.item_id, 'adult_to_minor' AS direction, p.neighbours, p.minor_share, p.adult_share,
+           p.mean_similarity, p.minor_share AS r2, p.minor_share / nullif(rates.m_rate, 0) AS lift
+    FROM queries AS q JOIN per_item AS p USING (item_id) CROSS JOIN rates
+    WHERE q.a
+    UNION ALL
+    SELECT q.item_id, 'minor_to_adult' AS direction, p.neighbours, p.minor_share, p.adult_share,
+           p.mean_similarity, p.adult_share AS r2, p.adult_share / nullif(rates.a_rate, 0) AS lift
+    FROM queries AS q JOIN per_item AS p USING (item_id) CROSS JOIN rates
+    WHERE q.m
+)
+SELECT item_id,
+       direction,
+       CAST($k AS INTEGER) AS k,
+       neighbours,
+       minor_share,
+       adult_share,
+       mean_similarity,
+       r2,
+       lift,
+       r2 >= $bridge_share AS bridge
+FROM directed
+ORDER BY r2 DESC, direction, item_id
