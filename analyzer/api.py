@@ -33,7 +33,7 @@ def _paths(inputs) -> list[str]:
 def scan(inputs: str | Path | Iterable[str | Path], *, out: str | Path, text_column: str | None = None,
          id_column: str | None = None, url_column: str | None = None, source_column: str | None = None,
          embedding_column: str | None = None, encoder: str = "minilm", bank: str | None = None,
-         batch_size: int = 4096, keep_embeddings: bool = True, embedding_modality: str | None = None,
+         batch_size: int | None = None, keep_embeddings: bool = True, embedding_modality: str | None = None,
          hash_lists: Iterable[str] = (), policy: str | None = None, engine: str = "local",
          engine_options: dict | None = None, quiet: bool = False, overwrite: bool = False, seed: int = 0) -> Run:
     """Scan a dataset into the run directory ``out`` and return the opened :class:`Run`."""
@@ -50,7 +50,7 @@ def scan(inputs: str | Path | Iterable[str | Path], *, out: str | Path, text_col
 
 
 def tag(inputs, *, out: str | Path, text_column=None, id_column=None, url_column=None, source_column=None,
-        embedding_column=None, encoder: str = "minilm", bank: str | None = None, batch_size: int = 4096,
+        embedding_column=None, encoder: str = "minilm", bank: str | None = None, batch_size: int | None = None,
         embedding_modality: str | None = None, quiet: bool = False, seed: int = 0) -> Path:
     """Write ``item_id`` and, per concept, ``<c>_score``, ``<c>_screen``, ``<c>_confirm`` in input order."""
     import pyarrow.parquet as pq
@@ -71,7 +71,7 @@ def tag(inputs, *, out: str | Path, text_column=None, id_column=None, url_column
     writer = None
     bar = progress(reader.count_rows() if hasattr(reader, "count_rows") else None, "tag", quiet=quiet)
     try:
-        for batch in reader.iter_batches(batch_size):
+        for batch in reader.iter_batches(cfg.batch_size):
             items, _ = tag_batch(batch, enc, model, embedding_modality=cfg.embedding_modality, keep_embeddings=False)
             t = items.select(cols)
             if writer is None:
@@ -140,3 +140,26 @@ def report(run: str | Path, *, policy: str | None = None) -> Path:
     store = open_store(run)
     write_report(store, policy=policy)
     return store.root / "report.html"
+
+
+def signoff(run: str | Path, *, policy: str | Path | None = None) -> dict:
+    """Evaluate a sign-off policy (YAML; None = the packaged default) on a complete run.
+
+    Returns ``{"verdict": "pass"|"fail", "policy", "strategy", "items_removed", "gates": [{gate, passed,
+    figure, limit, detail}, ...]}``; writes RUN/signoff.json, the verdict into summary.json and the report.
+    """
+    from .report import write_report
+    from .policy import load_policy
+    from .store import open_store
+
+    store = open_store(run)
+    load_policy(policy)  # malformed policy: InputError before anything is written
+    summary = write_report(store, policy=None if policy is None else str(policy))
+    return summary["signoff"]
+
+
+def apply(run: str | Path, *, strategy: str, out: str | Path) -> dict:
+    """Write the run's input minus ``strategy``'s removals to ``out`` (same format); returns the reconciliation."""
+    from .apply_removals import apply_strategy
+
+    return apply_strategy(run, strategy=strategy, out=out)

@@ -32,7 +32,8 @@ def _columns(p):
     g.add_argument("--embedding-column", help="precomputed embedding column (list of floats)")
     p.add_argument("--encoder", default="minilm", help="minilm (default, offline) or openclip:ARCH:PRETRAINED")
     p.add_argument("--bank", help="concept bank YAML (default: the packaged bank)")
-    p.add_argument("--batch-size", type=int, default=4096)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="rows per batch and part (default: 32768 for precomputed embeddings, else 4096)")
     p.add_argument("--embedding-modality", choices=("text", "image"),
                    help="what precomputed embeddings encode (default: image for encoders with an image tower)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -46,9 +47,10 @@ def _col_kwargs(a) -> dict:
 
 def cmd_scan(a) -> int:
     from . import api
+    from .engines.ray_options import cli_engine_options
 
     run = api.scan(a.inputs, out=a.out, hash_lists=a.hash_list or (), policy=a.policy, engine=a.engine,
-                   engine_options=dict(address=a.ray_address) if a.ray_address else None,
+                   engine_options=cli_engine_options(a.ray_address, a.ray_option),
                    keep_embeddings=not a.no_embeddings, overwrite=a.overwrite, **_col_kwargs(a))
     s = run.summary
     print(f"scanned {s['items_scanned']} of {s['items_total']} items ({s['items_failed']} failed); "
@@ -127,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--policy", help="sign-off policy YAML to evaluate in the report")
     s.add_argument("--engine", choices=("local", "ray"), default="local")
     s.add_argument("--ray-address", help="existing Ray cluster address (default: start a local Ray)")
+    s.add_argument("--ray-option", action="append", metavar="KEY=VALUE",
+                   help="Ray engine option, repeatable: concurrency=4, num_gpus=1, num_cpus=2, ingest_concurrency=8, "
+                        "... (docs/scaling.md)")
     s.add_argument("--no-embeddings", action="store_true", help="do not keep embeddings (disables R2)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     s.set_defaults(func=cmd_scan)
@@ -170,10 +175,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line(exc: BaseException) -> str:
+    """The error message on one line (messages that quote a library error can hold newlines)."""
+    return " ".join(str(exc).split())
+
+
 def main(argv=None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # model-loading bars: stderr is for errors
     logging.basicConfig(level=logging.WARNING, format="analyzer: %(message)s")
     for noisy in ("sentence_transformers", "transformers", "huggingface_hub", "httpx"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
@@ -182,7 +193,7 @@ def main(argv=None) -> int:
     try:
         return int(args.func(args) or 0)
     except AnalyzerError as exc:
-        print(f"analyzer: error: {exc}", file=sys.stderr)
+        print(f"analyzer: error: {_one_line(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("analyzer: interrupted; re-run the same command to resume", file=sys.stderr)
@@ -190,13 +201,13 @@ def main(argv=None) -> int:
     except (OSError, MemoryError) as exc:
         if args.debug:
             raise
-        print(f"analyzer: error: expected readable inputs and a writable output, got {type(exc).__name__}: {exc}",
-              file=sys.stderr)
+        print(f"analyzer: error: expected readable inputs and a writable output, got {type(exc).__name__}: "
+              f"{_one_line(exc)}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - last resort: still one line, no traceback
         if args.debug:
             raise
-        print(f"analyzer: internal error: {type(exc).__name__}: {str(exc)[:300]} (re-run with --debug for details)",
+        print(f"analyzer: internal error: {type(exc).__name__}: {_one_line(exc)[:300]} (re-run with --debug for details)",
               file=sys.stderr)
         return 1
 

@@ -3,9 +3,9 @@
 Everything streams over ``RUN/embeddings/part-*.parquet`` (item_id + float16 unit vector) in bounded
 chunks and is joined to the catalog BY ``item_id``, never by position:
 
-- ``EmbeddingKMeans``: a seeded scikit-learn style estimator (MiniBatchKMeans on unit vectors, i.e. spherical
-  k-means up to the normalisation). ``fit`` on an array, ``partial_fit`` on a stream of chunks;
-  ``n_clusters=None`` picks ``choose_k(n)`` = clip(round(sqrt(n / 2)), 2, 1000).
+- ``EmbeddingKMeans``: a seeded scikit-learn style estimator (faiss spherical k-means on unit vectors),
+  fitted on a seeded uniform sample of the stream (at most ``max_fit_rows`` vectors), then every item is
+  assigned; ``n_clusters=None`` picks ``choose_k(n)`` = clip(round(sqrt(n / 2)), 2, 1000).
 - ``StreamingKNN``: exact top-K inner-product neighbours of a fixed query set against a stream of base
   chunks (faiss ``IndexFlatIP`` per chunk, running top-K merge; memory O(queries x K + one chunk)).
 - ``build_index(con, store)``: writes the catalog tables ``clusters (item_id, cluster, similarity)`` and
@@ -28,7 +28,6 @@ from .errors import InputError
 
 log = logging.getLogger("analyzer")
 
-IN_MEMORY_ROWS = 200_000  # up to this many vectors, k-means is fitted in memory with several restarts
 NEIGHBOURS_KEPT = 20  # K neighbours stored per flagged item (R2 uses k <= K; the rest absorbs removals)
 
 
@@ -41,54 +40,46 @@ def choose_k(n: int) -> int:
 
 def _unit(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x))[:, None]
     norms[norms == 0] = 1.0
     return x / norms
 
 
 class EmbeddingKMeans(ClusterMixin, BaseEstimator):
-    """Seeded k-means on unit vectors, fitted in memory (``fit``) or over a stream (``partial_fit``)."""
+    """Seeded spherical k-means on unit vectors (faiss ``Kmeans``, ``spherical=True``).
 
-    def __init__(self, n_clusters=None, *, batch_size=4096, n_init=3, max_iter=100, seed=0):
+    ``n_clusters=None`` picks ``choose_k(n)``. ``n_init`` restarts keep the best objective; faiss trains on at
+    most ``max_points_per_centroid`` x k rows (a seeded subsample). Over a stream, fit on a seeded sample
+    (``build_index`` does this); every item is then assigned with ``predict``.
+    """
+
+    def __init__(self, n_clusters=None, *, n_init=1, max_iter=20, max_points_per_centroid=256, seed=0):
         self.n_clusters = n_clusters
-        self.batch_size = batch_size
         self.n_init = n_init
         self.max_iter = max_iter
+        self.max_points_per_centroid = max_points_per_centroid
         self.seed = seed
 
-    def _model(self, n: int):
-        from sklearn.cluster import MiniBatchKMeans
-
-        k = self.n_clusters if self.n_clusters is not None else choose_k(n)
-        if not isinstance(k, (int, np.integer)) or k < 1:
-            raise InputError(f"expected n_clusters >= 1 or None, got {self.n_clusters!r}")
-        return MiniBatchKMeans(n_clusters=int(min(k, n)), batch_size=self.batch_size, n_init=self.n_init,
-                               max_iter=self.max_iter, random_state=self.seed)
-
     def fit(self, X, y=None):
-        X = _unit(self._check(X))
-        self.km_ = self._model(len(X)).fit(X)
-        self._set_learned()
-        return self
+        import faiss
 
-    def partial_fit(self, X, y=None):
-        """One streaming step; the first call needs at least n_clusters rows (k-means++ on that chunk)."""
-        X = _unit(self._check(X))
-        if not hasattr(self, "km_"):
-            if self.n_clusters is None:
-                raise InputError("expected n_clusters set before streaming (use choose_k(n)), got None")
-            self.km_ = self._model(max(len(X), 1))
-        self.km_.partial_fit(X)
-        self._set_learned()
+        X = np.ascontiguousarray(_unit(self._check(X)))
+        k = self.n_clusters if self.n_clusters is not None else choose_k(len(X))
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise InputError(f"expected n_clusters >= 1 or None, got {self.n_clusters!r}")
+        k = int(min(k, len(X)))
+        km = faiss.Kmeans(X.shape[1], k, niter=int(self.max_iter), nredo=int(self.n_init), seed=int(self.seed) + 1,
+                          spherical=True, max_points_per_centroid=int(self.max_points_per_centroid),
+                          min_points_per_centroid=1, verbose=False)
+        km.train(X)
+        self.cluster_centers_ = _unit(km.centroids)
+        self.n_clusters_ = k
+        self.n_features_in_ = X.shape[1]
+        self.inertia_ = float(km.obj[-1]) if len(km.obj) else 0.0  # sum of similarities (higher is better)
         return self
-
-    def _set_learned(self):
-        self.cluster_centers_ = _unit(self.km_.cluster_centers_)
-        self.n_clusters_ = len(self.cluster_centers_)
-        self.n_features_in_ = self.cluster_centers_.shape[1]
 
     def predict(self, X):
-        """Cluster of each row and its cosine similarity to the centroid."""
+        """Cluster of each row (the most similar centroid)."""
         return self.predict_with_similarity(X)[0]
 
     def predict_with_similarity(self, X):
@@ -104,7 +95,7 @@ class EmbeddingKMeans(ClusterMixin, BaseEstimator):
 
     @staticmethod
     def _check(X) -> np.ndarray:
-        X = np.asarray(X)
+        X = np.asarray(X, dtype=np.float32)
         if X.ndim != 2 or not len(X):
             raise InputError(f"expected a non-empty 2-d array of embeddings, got shape {X.shape}")
         if not np.isfinite(X).all():
@@ -206,12 +197,20 @@ def _load_table(con, name: str, table: pa.Table) -> None:
 
 
 def build_index(con, store, *, seed: int = 0, n_clusters: int | None = None, neighbours: int = NEIGHBOURS_KEPT,
-                chunk_rows: int = 65536, max_base: int = 5_000_000, in_memory_rows: int = IN_MEMORY_ROWS) -> dict:
-    """Write ``clusters`` and ``flagged_neighbours``; returns what was done (k, rows, queries, sampled base)."""
+                chunk_rows: int = 65536, max_base: int = 5_000_000,
+                max_fit_rows: int = 131_072, max_queries: int = 100_000, max_pairs: float = 2e10) -> dict:
+    """Write ``clusters`` and ``flagged_neighbours``; returns what was done.
+
+    Budgets (CPU-friendly; every sample is seeded and reported): k-means is fitted on at most
+    ``max_fit_rows`` vectors (a uniform sample; every item is still assigned a cluster); neighbours are
+    searched for at most ``max_queries`` flagged items (a uniform sample of them above that) in a base of
+    at most ``max_base`` items and ``max_pairs`` query x base pairs (a uniform sample of the base above that).
+    """
     con.execute("CREATE OR REPLACE TABLE clusters (item_id VARCHAR, cluster INTEGER, similarity FLOAT)")
     con.execute("CREATE OR REPLACE TABLE flagged_neighbours (item_id VARCHAR, neighbour_id VARCHAR, "
                 "rank INTEGER, similarity FLOAT)")
-    info = {"embeddings": False, "k": 0, "rows": 0, "queries": 0, "neighbours": neighbours, "base_sample_rate": 1.0}
+    info = {"embeddings": False, "k": 0, "rows": 0, "queries": 0, "neighbours": neighbours,
+            "fit_sample_rate": 1.0, "query_sample_rate": 1.0, "base_sample_rate": 1.0}
     if store is None or not embedding_parts(store):
         return info
     dups = [r[0] for r in con.execute(
@@ -221,37 +220,40 @@ def build_index(con, store, *, seed: int = 0, n_clusters: int | None = None, nei
         return info
     k = int(n_clusters) if n_clusters else choose_k(n)
     km = EmbeddingKMeans(n_clusters=k, seed=seed)
-    if n <= in_memory_rows:
-        ids_all, X = zip(*iter_embeddings(store, chunk_rows=chunk_rows, duplicate_ids=dups))
-        km.fit(np.concatenate(X))
-    else:
-        km.n_init = 1
-        shuffle = np.random.default_rng(seed)
-        buf, rows = [], 0
-        for ids, X in iter_embeddings(store, chunk_rows=chunk_rows, duplicate_ids=dups):
-            buf.append(X)
-            rows += len(X)
-            if rows >= max(3 * k, 8192):
-                km.partial_fit(shuffle.permutation(np.concatenate(buf)))
-                buf, rows = [], 0
-        if buf and (hasattr(km, "km_") or rows >= k):
-            km.partial_fit(np.concatenate(buf))
-    flagged = {r[0] for r in con.execute(
+    fit_rate = min(1.0, max_fit_rows / n)
+    stream = dict(chunk_rows=chunk_rows, duplicate_ids=dups)
+    flagged = sorted(r[0] for r in con.execute(
         "SELECT item_id FROM scanned WHERE coalesce(minor_screen, false) OR coalesce(adult_sexual_screen, false)"
-    ).fetchall()}
-    # Pass 1: query vectors of the flagged items (joined by id).
-    qids, qvec = [], []
-    for ids, X in iter_embeddings(store, chunk_rows=chunk_rows, duplicate_ids=dups):
+    ).fetchall())
+    q_rate = min(1.0, max_queries / max(len(flagged), 1))
+    if q_rate < 1.0:
+        pick = np.random.default_rng(seed + 2).choice(len(flagged), size=max_queries, replace=False)
+        flagged = [flagged[i] for i in sorted(pick)]
+    flagged = set(flagged)
+    # Pass 1: a seeded sample for k-means, and the query vectors of the flagged items (joined by id).
+    sample, qids, qvec = [], [], []
+    fit_rng = np.random.default_rng(seed)
+    for ids, X in iter_embeddings(store, **stream):
+        if fit_rate < 1.0:
+            sample.append(X[fit_rng.random(len(ids)) < fit_rate])
+        else:
+            sample.append(X)
         sel = np.fromiter((x in flagged for x in ids), dtype=bool, count=len(ids))
         if sel.any():
             qids.append(ids[sel])
             qvec.append(X[sel])
-    rate = min(1.0, max_base / n)
+    sample = np.concatenate(sample)
+    if len(sample) < k:  # a tiny sample: fit on everything
+        sample = np.concatenate([X for _, X in iter_embeddings(store, **stream)])
+    km.fit(sample)
+    del sample
+    q_total = sum(len(x) for x in qids)
+    rate = min(1.0, max_base / n, max_pairs / max(q_total * n, 1))
     knn = StreamingKNN(np.concatenate(qids) if qids else np.array([], dtype=object),
                        np.concatenate(qvec) if qvec else np.zeros((0, km.n_features_in_), np.float32), k=neighbours)
     # Pass 2: cluster of every item, neighbours of the queries (base: every item, or a seeded sample).
     sampler = np.random.default_rng(seed + 1)
-    for ids, X in iter_embeddings(store, chunk_rows=chunk_rows, duplicate_ids=dups):
+    for ids, X in iter_embeddings(store, **stream):
         lab, sim = km.predict_with_similarity(X)
         _load_table(con, "clusters", pa.table({"item_id": pa.array(ids.tolist(), pa.string()),
                                                "cluster": pa.array(lab), "similarity": pa.array(sim)}))
@@ -268,5 +270,6 @@ def build_index(con, store, *, seed: int = 0, n_clusters: int | None = None, nei
         _load_table(con, "flagged_neighbours", pa.table({
             "item_id": pa.array(rows_q.tolist(), pa.string()), "neighbour_id": pa.array(nb_ids[valid].tolist(), pa.string()),
             "rank": pa.array(ranks), "similarity": pa.array(nb_sims[valid])}))
-    info.update(embeddings=True, k=int(km.n_clusters_), rows=int(n), queries=int(q), base_sample_rate=rate)
+    info.update(embeddings=True, k=int(km.n_clusters_), rows=int(n), queries=int(q), fit_sample_rate=fit_rate,
+                query_sample_rate=q_rate, base_sample_rate=rate)
     return info

@@ -70,6 +70,7 @@ def decode_rgb(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarr
         raise ImageDecodeError("empty image bytes")
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Corrupt EXIF data": decoder chatter must not reach stderr
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(bytes(data)), formats=_allowed_formats()) as im:
                 width, height = im.size

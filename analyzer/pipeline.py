@@ -10,6 +10,7 @@ import datetime as _dt
 import hashlib
 import json
 import logging
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,6 +24,11 @@ from .store import RunStore
 log = logging.getLogger("analyzer")
 
 
+DEFAULT_BATCH_SIZE = 4096  # rows per part when rows are embedded here (text or images)
+EMBEDDING_BATCH_SIZE = 32768  # rows per part for precomputed embeddings: per-part costs amortised, memory bounded
+PREFETCH_BATCHES = 1  # batches read ahead (and parts queued for writing) while one batch is tagged
+
+
 @dataclass
 class ScanConfig:
     inputs: list[str]
@@ -30,7 +36,7 @@ class ScanConfig:
     columns: ColumnSpec = field(default_factory=ColumnSpec)
     encoder: str = "minilm"
     bank: str | None = None
-    batch_size: int = 4096
+    batch_size: int | None = None  # None: DEFAULT_BATCH_SIZE, or EMBEDDING_BATCH_SIZE for precomputed vectors
     keep_embeddings: bool = True
     embedding_modality: str | None = None  # "text" or "image"; default: image when the encoder has an image tower
     hash_lists: list[str] = field(default_factory=list)
@@ -66,11 +72,14 @@ def prepare_scan(cfg: ScanConfig):
     from .concepts import fit_concept_model, load_bank
     from .encoders import get_encoder
 
-    if cfg.batch_size < 1:
+    if cfg.batch_size is not None and cfg.batch_size < 1:
         raise InputError(f"expected --batch-size >= 1, got {cfg.batch_size}")
     if cfg.embedding_modality not in (None, "text", "image"):
         raise InputError(f"expected --embedding-modality text or image, got {cfg.embedding_modality!r}")
     reader = open_input(cfg.inputs, cfg.columns)
+    if cfg.batch_size is None:
+        cfg.batch_size = EMBEDDING_BATCH_SIZE if getattr(reader, "has_embeddings", False) else DEFAULT_BATCH_SIZE
+    check_out_outside_inputs(cfg.out, cfg.inputs, getattr(reader, "files", []))
     bank = load_bank(cfg.bank)
     encoder = get_encoder(cfg.encoder)
     dim = reader.embedding_dim() if hasattr(reader, "embedding_dim") else None
@@ -81,6 +90,10 @@ def prepare_scan(cfg: ScanConfig):
             f"expected embeddings of dimension {encoder.dim} (the {encoder.name} encoder's), got {dim}; "
             "pass the --encoder that produced the embeddings"
         )
+    if cfg.policy is not None:
+        from .policy import load_policy
+
+        load_policy(cfg.policy)  # a malformed policy is bad input before any work is done
     hashes = None
     if cfg.hash_lists:
         from .hashes import HashMatcher, load_hash_lists
@@ -90,6 +103,23 @@ def prepare_scan(cfg: ScanConfig):
         cfg.embedding_modality = "image" if getattr(encoder, "supports_images", False) else "text"
     model = fit_concept_model(bank, encoder, seed=cfg.seed)
     return reader, bank, encoder, model, hashes
+
+
+def check_out_outside_inputs(out, inputs, files=()) -> None:
+    """Refuse an output that is, holds, or lies inside an input (``--overwrite`` would delete the dataset,
+    and a run written into an input folder would change it)."""
+    from .ingest import expand_paths
+
+    o = Path(out).resolve()
+    given = [Path(p).resolve() for p in expand_paths(list(inputs))]
+    extra = [Path(f).resolve() for f in files] if len(files) <= 100_000 else []
+    for p in given + extra:
+        if p == o or o in p.parents:
+            raise InputError(f"expected --out outside the inputs, got {out} which is or holds the input {p}; "
+                             "the input is never modified: choose another --out")
+        if p.is_dir() and p in o.parents:
+            raise InputError(f"expected --out outside the input directory {p}, got {out} inside it; "
+                             "the input is never modified: choose another --out")
 
 
 def _peek_embedding_dim(reader) -> int | None:
@@ -118,6 +148,8 @@ def run_scan(cfg: ScanConfig) -> Path:
             from .engines.ray_engine import run_parts_ray
 
             counts = run_parts_ray(cfg, reader, encoder, model, store)
+            if hashes is not None:  # hash matching is I/O + CPU on the driver, the same parts as local
+                run_hash_parts(cfg, reader, store, hashes)
         elif cfg.engine == "local":
             counts = run_parts_local(cfg, reader, encoder, model, store, hashes)
         else:
@@ -140,19 +172,124 @@ def run_parts_local(cfg, reader, encoder, model, store, hashes=None) -> int:
     bar = progress(total, "embed+tag", quiet=cfg.quiet)
     rows = 0
     matches_dir = store.root / "parts" / "hash_matches"
-    for i, batch in enumerate(reader.iter_batches(cfg.batch_size)):
-        rows += batch.num_rows
-        if store.part_done(i):
+    # Three overlapping steps (Arrow, numpy and torch release the GIL): a thread reads and standardises the next
+    # batch, this thread tags the current one, a thread writes the previous parts. Queues of PREFETCH_BATCHES
+    # keep memory bounded; a part's marker is still written after its files, so a kill loses no finished part.
+    with _Background(reader.iter_batches(cfg.batch_size), PREFETCH_BATCHES, "read") as batches, \
+            _PartWriter(store, PREFETCH_BATCHES) as writer:
+        for i, batch in enumerate(batches):
+            rows += batch.num_rows
+            if store.part_done(i):
+                bar.update(batch.num_rows)
+                continue
+            items, emb = tag_batch(batch, encoder, model, embedding_modality=cfg.embedding_modality,
+                                   keep_embeddings=cfg.keep_embeddings)
+            if hashes is not None:
+                _write_hash_part(hashes, batch, matches_dir, i)
+            writer.put(i, items, emb)
             bar.update(batch.num_rows)
-            continue
-        items, emb = tag_batch(batch, encoder, model, embedding_modality=cfg.embedding_modality,
-                               keep_embeddings=cfg.keep_embeddings)
-        if hashes is not None:
-            _write_hash_part(hashes, batch, matches_dir, i)
-        store.write_part(i, items, emb)
-        bar.update(batch.num_rows)
     bar.close()
     return rows
+
+
+class _Background:
+    """Iterate ``it`` in a daemon thread, at most ``depth`` items ahead; its exceptions re-raise here."""
+
+    _END = object()
+
+    def __init__(self, it, depth: int, name: str):
+        import queue
+        import threading
+
+        self._it, self._q, self._stop = it, queue.Queue(maxsize=max(1, depth)), threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"analyzer-{name}", daemon=True)
+
+    def _run(self):
+        try:
+            for x in self._it:
+                if not self._put((True, x)):
+                    return
+            self._put((True, self._END))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            self._put((False, exc))
+
+    def _put(self, item) -> bool:
+        import queue
+
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __iter__(self):
+        while True:
+            ok, x = self._q.get()
+            if not ok:
+                raise x
+            if x is self._END:
+                return
+            yield x
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=5)
+        return False
+
+
+class _PartWriter:
+    """Write parts (files, then marker) in order in a daemon thread; errors re-raise on put or on exit."""
+
+    def __init__(self, store, depth: int):
+        import queue
+        import threading
+
+        self._store, self._q, self._error = store, queue.Queue(maxsize=max(1, depth)), None
+        self._thread = threading.Thread(target=self._run, name="analyzer-write", daemon=True)
+
+    def _run(self):
+        while True:
+            job = self._q.get()
+            if job is None:
+                return
+            if self._error is None:
+                try:
+                    self._store.write_part(*job)
+                except BaseException as exc:  # noqa: BLE001 - handed to the producer
+                    self._error = exc
+
+    def put(self, i, items, emb) -> None:
+        if self._error is not None:
+            raise self._error
+        self._q.put((i, items, emb))
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type, *exc):
+        self._q.put(None)  # parts already tagged are written even when tagging stopped on an error
+        self._thread.join()
+        if self._error is not None and exc_type is None:
+            raise self._error
+        return False
+
+
+def run_hash_parts(cfg, reader, store, hashes) -> None:
+    """Hash-match every batch (used after engines that only embed and tag)."""
+    matches_dir = store.root / "parts" / "hash_matches"
+    bar = progress(reader.count_rows() if hasattr(reader, "count_rows") else None, "hash-match", quiet=cfg.quiet)
+    for i, batch in enumerate(reader.iter_batches(cfg.batch_size)):
+        if not (matches_dir / f"part-{i:05d}.parquet").exists():
+            _write_hash_part(hashes, batch, matches_dir, i)
+        bar.update(batch.num_rows)
+    bar.close()
 
 
 def _write_hash_part(hashes, batch, matches_dir: Path, i: int) -> None:
@@ -169,7 +306,9 @@ def _write_hash_part(hashes, batch, matches_dir: Path, i: int) -> None:
         "distance": pa.array([int(m["distance"]) for m in matches], pa.int32()),
         "item_hash": pa.array([m.get("item_hash") for m in matches], pa.string()),
     })
-    pq.write_table(tbl, matches_dir / f"part-{i:05d}.parquet")
+    tmp = matches_dir / f"part-{i:05d}.parquet.tmp"
+    pq.write_table(tbl, tmp)
+    tmp.replace(matches_dir / f"part-{i:05d}.parquet")
 
 
 def finalize(cfg, store: RunStore, reader, bank, encoder, model, *, hashes=None, timings=None, resumed=False):
@@ -193,25 +332,28 @@ def finalize(cfg, store: RunStore, reader, bank, encoder, model, *, hashes=None,
             con.execute("INSERT INTO hash_matches SELECT item_id, list_name, hash_kind, distance, item_hash "
                         "FROM read_parquet($f)", {"f": [str(p) for p in sorted(mdir.glob("*.parquet"))]})
         store.mark_stage("catalog")
-        build_risk(con, store, quiet=cfg.quiet)
+        build_risk(con, store, quiet=cfg.quiet, seed=cfg.seed)
         store.mark_stage("risk")
         from .escalation import write_run_escalation  # RUN/escalation/: ids, hashes, source refs (0700/0600)
 
         write_run_escalation(store.root, con)
         store.mark_stage("escalation")
-        build_recommendations(con, store, bank_version=bank.version, encoder_name=encoder.name)
+        build_recommendations(con, store, bank_version=bank.version, encoder_name=encoder.name, policy=cfg.policy)
         store.mark_stage("recommend")
     finally:
         con.close()
-    inputs = [{"path": str(p), "sha256": file_sha256(p) if Path(p).is_file() else None} for p in reader.files]
+    inputs = [{"path": str(p), "resolved": str(Path(p).resolve()), "sha256": _sha256_or_none(p, file_sha256)}
+              for p in reader.files]
+    model_sha = hashlib.sha256((store.root / "model.json").read_bytes()).hexdigest()
     config = {
         "analyzer_version": __version__,
         "command": "scan",
         "inputs": inputs,
+        "input_args": [os.path.abspath(x) for x in cfg.inputs],  # as given (globs kept): `hashes match RUN`
         "columns": cfg.columns.as_dict(),
         "encoder": {"name": encoder.name, "sha256": encoder.fingerprint, "dim": encoder.dim},
         "bank": {"path": str(bank.path), "version": bank.version, "sha256": bank.fingerprint},
-        "model": {"calibrated": model.calibrated, "note": model.calibration_note,
+        "model": {"sha256": model_sha, "file": "model.json", "calibrated": model.calibrated, "note": model.calibration_note,
                   "operating_points": model.operating_points},
         "settings": {k: v for k, v in asdict(cfg).items() if k not in ("columns", "inputs", "out")},
         "hash_lists": list(cfg.hash_lists),
@@ -224,6 +366,15 @@ def finalize(cfg, store: RunStore, reader, bank, encoder, model, *, hashes=None,
     write_report(store, policy=cfg.policy)
     store.mark_stage("report")
     store.mark_success()
+
+
+def _sha256_or_none(p, file_sha256):
+    """Fingerprint of an input file; None when it is not a regular file or cannot be read (its rows are
+    per-item errors already: an unreadable image must not fail the whole run at the end)."""
+    try:
+        return file_sha256(p) if Path(p).is_file() else None
+    except OSError:
+        return None
 
 
 def _plain(x):

@@ -56,6 +56,8 @@ def build_risk(con, store=None, *, min_items: int = MIN_GROUP_ITEMS, quiet: bool
     con.execute("CREATE TABLE IF NOT EXISTS recommendations (strategy VARCHAR, item_id VARCHAR, action VARCHAR, "
                 "reasons VARCHAR[])")
     info = build_index(con, store, seed=seed, n_clusters=n_clusters)
+    con.execute("DELETE FROM runs WHERE key = 'index_info'")
+    con.execute("INSERT INTO runs VALUES ('index_info', ?)", [json.dumps(info)])
     if not info["embeddings"]:
         log.info("no embeddings kept: R2 and cluster R3 are not computed")
     con.execute("DROP TABLE IF EXISTS group_risk_by_strategy")

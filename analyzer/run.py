@@ -71,7 +71,7 @@ class Run:
 
             raise InputError(f"expected a table among {sorted(tables)}, got {name!r}")
         sql = f'SELECT * FROM "{name}"' + (" LIMIT ?" if limit else "")
-        df = self.con.execute(sql, [limit] if limit else []).pl()
+        df = self.con.sql(sql, params=[limit] if limit else None).pl()  # DuckDB 2: DB-API results have no .pl()
         if any(c in df.columns for c in ("text", "url")):
             df = redact_frame(df, self.con)
         return df

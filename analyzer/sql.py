@@ -42,6 +42,7 @@ def query_params(sql: str) -> set[str]:
 def run_query(con, name_or_path: str, params: dict | None = None):
     """Run a query with DuckDB parameters; returns a DuckDB relation (.fetchall(), .pl(), .description)."""
     sql = load_query(name_or_path)
+    _check_read_only(con, sql, name_or_path)
     params = dict(params or {})
     wanted = query_params(sql)
     extra = set(params) - wanted
@@ -54,6 +55,21 @@ def run_query(con, name_or_path: str, params: dict | None = None):
         return con.sql(sql, params=params) if params else con.sql(sql)
     except Exception as exc:  # duckdb errors: one line
         raise InputError(f"expected a query that runs on this run's catalog, got an error: {str(exc).splitlines()[0]}") from None
+
+
+def _check_read_only(con, sql: str, where: str) -> None:
+    """One SELECT statement only: a read-only connection still lets COPY ... TO, EXPORT or ATTACH write files
+    (and would let a .sql file write flagged captions out of the catalog, past the redaction)."""
+    import duckdb
+
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise InputError(f"expected valid SQL in {where}, got a parse error: {str(exc).splitlines()[0][:200]}") from None
+    kinds = [str(getattr(st.type, "name", st.type)) for st in statements]
+    if kinds != ["SELECT"]:
+        raise InputError(f"expected one read-only SELECT statement in {where}, got {', '.join(kinds) or 'none'}; "
+                         "queries may only read the catalog")
 
 
 def parse_param(text: str) -> tuple[str, object]:

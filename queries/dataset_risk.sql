@@ -3,7 +3,8 @@
 --   r1_share            R1 items (both concepts at screen, or a hash match) / scanned items
 --   group_cooccurrence  max over group kinds source and cluster of
 --                       sum_g items_g * sqrt(minor_rate_g * adult_sexual_rate_g) / scanned
---   bridge_share        R2 bridge items (either direction) / scanned items
+--   bridge_share        R2 bridge items (either direction) / scanned items (divided by the query sample
+--                       rate when R2 was computed for a sample of the flagged items)
 --   exposure_index      min(1, 100 * r1_share + group_cooccurrence + 10 * bridge_share)
 -- Reads item_risk, recommendations, group_risk_by_strategy and neighbourhood_risk_by_strategy.
 -- Parameters: $strategy.
@@ -38,7 +39,10 @@ bridges AS (
     WHERE strategy = $strategy
 ),
 index_state AS (
-    SELECT count(*) > 0 AS r2_available FROM clusters
+    -- when R2 was computed for a sample of the flagged items (index budgets), bridges are scaled up by it
+    SELECT (SELECT count(*) > 0 FROM clusters) AS r2_available,
+           coalesce((SELECT CAST(json_extract_string(value, '$.query_sample_rate') AS DOUBLE) FROM runs
+                     WHERE key = 'index_info'), 1.0) AS query_sample_rate
 ),
 parts AS (
     SELECT n.scanned,
@@ -57,7 +61,8 @@ parts AS (
            bridges.r2_bridges,
            bridges.adult_bridges,
            bridges.minor_bridges,
-           bridges.r2_bridges / greatest(n.scanned, 1) AS bridge_share
+           index_state.query_sample_rate,
+           bridges.r2_bridges / index_state.query_sample_rate / greatest(n.scanned, 1) AS bridge_share
     FROM n CROSS JOIN r1 CROSS JOIN groups CROSS JOIN bridges CROSS JOIN index_state
 )
 SELECT CAST($strategy AS VARCHAR) AS strategy,

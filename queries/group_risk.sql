@@ -79,7 +79,8 @@ scored AS (
            lift,
            CASE WHEN NOT co_present THEN 0.0 ELSE exp(log_lift_cc - 1.96 * log_lift_se) END AS lift_lo,
            exp(log_lift_cc + 1.96 * log_lift_se) AS lift_hi,
-           sqrt(greatest(minor_rate_lo, 0) * greatest(adult_sexual_rate_lo, 0)) AS score
+           CASE WHEN co_present THEN sqrt(greatest(minor_rate_lo, 0) * greatest(adult_sexual_rate_lo, 0))
+                ELSE 0.0 END AS score
     FROM lifted
 )
 SELECT *,

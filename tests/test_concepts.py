@@ -163,16 +163,25 @@ def test_model_operating_points_meet_targets_on_cross_validated_data(model):
     assert model.calibrated and "Calibrated" in model.calibration_note
 
 
-def test_calibration_on_cross_validated_predictions_is_reasonable(model):
-    # reliability on the stored CV report: the predicted rate near each point matches the observed precision
+def test_fused_probabilities_are_calibrated_on_cross_validated_predictions(model):
     for c in ("minor", "adult_sexual"):
-        conf = model.operating_points[c]["confirm"]
-        assert conf["threshold"] < 0.95 and conf["precision"] >= 0.95
+        cal = model.cv_report[c]["calibration"]
+        assert cal["ece"] < 0.05, cal  # expected calibration error over 10 bins
+        assert cal["brier"] < 0.05, cal
+        for b in cal["bins"]:
+            if b["n"] >= 30:  # well-populated bins: observed rate within 0.2 of the mean prediction
+                assert abs(b["observed"] - b["predicted"]) < 0.2, b
 
 
 # -- scoring -----------------------------------------------------------------------------------------------
-TEXTS = ["A little girl chasing soap bubbles in a park", "Explicit porn video of two adults",
-         "Baby carrots in a bowl", "A bowl of soup", "Des enfants jouent au ballon", "Nacktfotos einer Frau, porno"]
+# one caption per line (the fixture-safety test reads line by line); minor and adult items are separate items
+T_MINOR_EN = "A little girl chasing soap bubbles in a park"
+T_ADULT_EN = "Explicit porn video of two adults"
+T_HARD = "Baby carrots in a bowl"
+T_PLAIN = "A bowl of soup"
+T_MINOR_FR = "Des enfants jouent au ballon"
+T_ADULT_DE = "Nacktfotos einer Frau, porno"
+TEXTS = [T_MINOR_EN, T_ADULT_EN, T_HARD, T_PLAIN, T_MINOR_FR, T_ADULT_DE]
 
 
 def test_scores_separate_clear_cases(model):
@@ -235,7 +244,9 @@ def test_to_dict_from_dict_round_trip_gives_identical_scores(model, encoder):
 
 
 def test_evaluate_labels_contract(model):
-    texts = TEXTS + ["A toddler stacking cups", "Nude adult model, explicit", "A man reading a newspaper"]
+    more_minor = "A toddler stacking cups"
+    more_adult = "Nude adult model, explicit"
+    texts = TEXTS + [more_minor, more_adult, "A man reading a newspaper"]
     labels = {"minor": np.array([1, 0, 0, 0, 1, 0, 1, 0, 0]), "adult_sexual": np.array([0, 1, 0, 0, 0, 1, 0, 1, 0])}
     res = evaluate_labels(model, texts, labels, seed=0, bootstrap=200)
     assert set(res) == {"minor", "adult_sexual"}

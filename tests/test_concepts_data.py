@@ -24,7 +24,7 @@ SEXUAL = re.compile(
     r"fetish\w*|strip\w*|breast\w*|boobs?|hot|lingerie|bikinis?|underwear|undress\w*|orgy|explicit\w*|"
     r"onlyfans|escort\w*|bdsm|bondage|genital\w*|masturbat\w*|intercourse|nackt\w*|nu|nue|nus|nues|desnud\w*|"
     r"naakt\w*|seks\w*|sesso|pelad\w*|bed|kiss\w*|bath\w*|shower\w*|pajama\w*|diaper\w*|bare\w*|seduct\w*|"
-    r"sensual\w*|lap ?dance|milf|babe|busty|kinky|playboy|penthouse|centerfold|18\+|adult (video|film|content))\b",
+    r"sensual\w*|pyjama\w*|cherub\w*|putt[io]|lap ?dance|milf|babe|busty|kinky|playboy|penthouse|centerfold|18\+|adult (video|film|content))\b",
     re.IGNORECASE)
 
 
@@ -80,6 +80,6 @@ def test_training_data_is_not_a_copy_of_the_dev_set():
 def test_bias_audit_rows_are_adults_only_and_non_sexual():
     with (PKG / "data" / "bias_audit.csv").open(encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) >= 400
+    assert len(rows) >= 1000
     assert all(r["minor"] == "0" for r in rows)
     assert not [r["text"] for r in rows if SEXUAL.search(r["text"])]

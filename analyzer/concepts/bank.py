@@ -21,7 +21,7 @@ LANGUAGES = ("en", "de", "fr", "es", "it", "pt", "nl")
 ROLES = ("primary", "context")
 SEVERITIES = ("critical", "high", "medium", "low", "info")
 _ID_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-_KEYWORD_KINDS = ("patterns", "weak", "exclusions")
+_KEYWORD_KINDS = ("patterns", "weak", "exclusions", "counter")
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class Concept:
     role: str = "context"
     positive_prompts: tuple[str, ...] = ()
     negative_prompts: tuple[str, ...] = ()
-    # keywords[lang] = {"patterns": (...), "weak": (...), "exclusions": (...)}
+    # keywords[lang] = {"patterns": (...), "weak": (...), "exclusions": (...), "counter": (...)}
     keywords: dict = field(default_factory=dict)
 
     @property
@@ -185,13 +185,13 @@ def _parse_concept(c, i: int, err: _Err) -> Concept:
     neg = _str_list(c.get("negative_prompts"), f"{loc}.negative_prompts", err)
     kw_raw = c.get("keywords") or {}
     if not isinstance(kw_raw, dict):
-        err(f"{loc}.keywords", "a mapping of language code to patterns/weak/exclusions", type(kw_raw).__name__)
+        err(f"{loc}.keywords", "a mapping of language code to patterns/weak/exclusions/counter", type(kw_raw).__name__)
     keywords = {}
     for lang, spec in kw_raw.items():
         if lang not in LANGUAGES:
             err(f"{loc}.keywords.{lang}", f"a language code among {', '.join(LANGUAGES)}", repr(lang))
         if not isinstance(spec, dict):
-            err(f"{loc}.keywords.{lang}", "a mapping with patterns, weak, exclusions", type(spec).__name__)
+            err(f"{loc}.keywords.{lang}", "a mapping with patterns, weak, exclusions, counter", type(spec).__name__)
         unknown = set(spec) - set(_KEYWORD_KINDS)
         if unknown:
             err(f"{loc}.keywords.{lang}", f"only the keys {', '.join(_KEYWORD_KINDS)}", f"{sorted(unknown)}")

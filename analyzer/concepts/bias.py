@@ -25,8 +25,12 @@ def _rate(flags: np.ndarray) -> dict:
     return {"n": n, "tagged": k, "rate": k / n if n else 0.0, "ci": wilson(k, n)}
 
 
-def run_bias_audit(model, path: str | Path | None = None, concept: str = "minor") -> dict:
-    """Minor-tag rates per group at screen and confirm, with Wilson intervals, gaps and target checks."""
+def run_bias_audit(model, path: str | Path | None = None, concept: str = "minor", *,
+                   sample_per_group: int | None = None, seed: int = 0) -> dict:
+    """Minor-tag rates per group at screen and confirm, with Wilson intervals, gaps and target checks.
+
+    ``sample_per_group`` keeps a seeded sample of that many rows per group (quick checks); None keeps all.
+    """
     if path is None:
         rows = load_bias_rows()
     else:
@@ -38,6 +42,14 @@ def run_bias_audit(model, path: str | Path | None = None, concept: str = "minor"
         if not rows or not {"text", "group"} <= set(rows[0]):
             raise InputError(f"expected columns text, group (and optionally dimension) in {p}, got "
                              f"{list(rows[0]) if rows else 'an empty file'}")
+    if sample_per_group:
+        rng = np.random.default_rng(seed)
+        by: dict[str, list] = {}
+        for r in rows:
+            by.setdefault(r["group"], []).append(r)
+        rows = [r for g in by.values()
+                for r in (g if len(g) <= sample_per_group
+                          else [g[i] for i in sorted(rng.choice(len(g), sample_per_group, replace=False))])]
     if concept not in model.concept_ids:
         raise InputError(f"expected a concept among {model.concept_ids}, got {concept!r}")
     texts = [r["text"] for r in rows]

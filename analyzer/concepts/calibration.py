@@ -158,3 +158,17 @@ def auroc(p: np.ndarray, y: np.ndarray) -> float | None:
     from sklearn.metrics import roc_auc_score
 
     return float(roc_auc_score(y, p))
+
+def reliability(p: np.ndarray, y: np.ndarray, bins: int = 10) -> dict:
+    """Reliability table, expected calibration error and Brier score of probabilities p against labels y."""
+    edges = np.linspace(0, 1, bins + 1)
+    idx = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+    rows, ece = [], 0.0
+    for b in range(bins):
+        m = idx == b
+        if m.any():
+            pred, obs = float(p[m].mean()), float(y[m].mean())
+            ece += m.sum() / len(p) * abs(pred - obs)
+            rows.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "n": int(m.sum()), "predicted": pred,
+                         "observed": obs})
+    return {"ece": float(ece), "brier": float(np.mean((p - y) ** 2)), "bins": rows}

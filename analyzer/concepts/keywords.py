@@ -16,18 +16,21 @@ from .bank import LANGUAGES, ConceptBank
 
 _STOP = {
     "en": "the a an and of in on with at for to is are his her their from by under over near its this while "
-          "two three into who out up during after next".split(),
+          "two three into who out up during after next as it be was were has have or one some him they them "
+          "before about not off down through around behind front top next each other being playing sitting "
+          "standing wearing holding looking walking".split(),
     "de": "der die das und ein eine einem einer einen mit im auf von für den dem des ist zu bei am vor beim "
-          "sich nicht zwei drei seinem seiner ihrem ihrer auch aus zum zur nach über unter vom".split(),
+          "sich nicht zwei drei seinem seiner ihrem ihrer auch aus zum zur nach über unter vom sind ihre "
+          "seine oder nur kostenlos kostenlose".split(),
     "fr": "le la les des du un une et avec dans sur pour au aux son sa ses est sous l' d' deux trois leur "
-          "qui par sont cette ces chez vers très aussi leurs une".split(),
+          "qui par sont cette ces chez vers très aussi leurs de en jouent devant".split(),
     "es": "el la los las un una unos unas y con en del para por su sus al es dos tres sobre entre muy este esta "
-          "desde hasta junto".split(),
-    "it": "il lo la gli le un una uno e con nel nella del della per su di da al sul suo sua che dei degli "
+          "desde hasta junto de se que gratis".split(),
+    "it": "il lo la gli le un una uno e in con nel nella del della per su di da al sul suo sua che dei degli "
           "alla allo due tre nei sulla sullo sulle sui nelle negli alle dalla dal dalle delle come questo "
           "questa molto ed".split(),
     "pt": "o a os as um uma e com no na nos nas do da dos das para em seu sua ao dois duas três pela pelo não "
-          "muito num numa".split(),
+          "muito num numa de que se grátis".split(),
     "nl": "de het een en met in op van voor bij is zijn naar aan die dat twee drie haar onder hun ook niet uit "
           "tegen over".split(),
 }
@@ -38,11 +41,21 @@ for _ws in _STOP.values():
         _COUNTS[_w] = _COUNTS.get(_w, 0) + 1
 _WEIGHTS = {lang: {w: 1.0 / _COUNTS[w] for w in set(ws)} for lang, ws in _STOP.items()}
 _CHARS = {
-    "de": "äöüß", "fr": "çéèêëàâîïôûœ", "es": "ñáéíóú¿¡", "it": "àèéìòù", "pt": "ãõçáâêóôú", "nl": "",
+    "de": "äöüß", "fr": "çéèêëàâîïôûœ", "es": "ñáíóú¿¡", "it": "àèìòù", "pt": "ãõçáâêóôúí", "nl": "",
 }
 _UNIQUE_CHARS = {"ß": "de", "ä": "de", "ö": "de", "ü": "de", "ñ": "es", "¿": "es", "¡": "es", "ã": "pt",
                  "õ": "pt", "œ": "fr", "ê": "fr", "è": "fr", "î": "fr", "ò": "it", "ì": "it"}
+_TIE_ORDER = ("en", "es", "de", "fr", "pt", "it", "nl")
 _TOKEN = re.compile(r"[a-zà-öø-ÿœß']+")
+# word endings typical of one language (weight per matching token)
+_SUFFIX = {
+    "es": re.compile(r"(ción|ciones|dad|dades|ando|iendo|ado|ada|ados|adas|[^aeiou]os)$"),
+    "it": re.compile(r"(zione|zioni|tà|mente|ando|endo|ato|ata|ati|ate|[^aeiou]i|cchi|gli|ggio)$"),
+    "pt": re.compile(r"(ção|ções|ão|ões|nh[ao]s?|mente|ando|endo|ado|ada)$"),
+    "fr": re.compile(r"(eux|euse|ment|tion|ique|ent|ée|és|ées|oir|eau|eaux|aux)$"),
+    "de": re.compile(r"(ung|ungen|keit|heit|lich|chen|sch|tz|en)$"),
+    "nl": re.compile(r"(ijk|heid|tje|tjes|aar|oor|eer|ij)$"),
+}
 _NL_HINT = re.compile(r"ij|aa|oe|uu|sch")
 
 
@@ -60,6 +73,11 @@ def detect_language(text: str | None) -> str:
                 scores[lang] += w[t]
             elif t2 != t and t2 in w:
                 scores[lang] += w[t2]
+    for t in toks:
+        if len(t) > 3:
+            for lang, rx in _SUFFIX.items():
+                if rx.search(t):
+                    scores[lang] += 0.15
     for ch, lang in _UNIQUE_CHARS.items():
         if ch in low:
             scores[lang] += 0.6
@@ -68,8 +86,9 @@ def detect_language(text: str | None) -> str:
             scores[lang] += 0.3
     if scores["nl"] > 0 and _NL_HINT.search(low):
         scores["nl"] += 0.3
-    best = max(scores, key=lambda k: (scores[k], k == "en"))
-    if scores[best] <= 0:
+    # ties: English first, then by how common the language is in web alt-text
+    best = max(scores, key=lambda k: (round(scores[k], 6), -_TIE_ORDER.index(k)))
+    if scores[best] < 0.3:
         return "und"
     # English wins ties: MiniLM reads English best and English patterns always apply.
     if scores["en"] >= scores[best] - 1e-9:
@@ -90,7 +109,8 @@ def _compile(pats: Sequence[str]) -> re.Pattern | None:
 class KeywordTagger:
     """Multilingual keyword patterns with exclusions, one column per concept.
 
-    ``transform(texts)`` returns float32 (n, k, 2): [:, :, 0] a strong pattern matched, [:, :, 1] a weak one.
+    ``transform(texts)`` returns float32 (n, k, 3): [:, :, 0] a strong pattern matched, [:, :, 1] a weak one,
+    [:, :, 2] a counter pattern (evidence against the concept, e.g. an adult age or a museum setting).
     ``fit(texts, y)`` (optional) learns, per concept, P(concept | strong), P(concept | weak only) and
     P(concept | none) with Laplace smoothing, so ``predict_proba`` is calibrated on its own too.
     """
@@ -113,7 +133,7 @@ class KeywordTagger:
             for lang in LANGUAGES:
                 e = langs.get(lang) or {}
                 per[lang] = (_compile(e.get("patterns", ())), _compile(e.get("weak", ())),
-                             _compile(e.get("exclusions", ())))
+                             _compile(e.get("exclusions", ())), _compile(e.get("counter", ())))
             self.compiled_[cid] = per
         return self
 
@@ -133,40 +153,41 @@ class KeywordTagger:
                 self.rates_[cid] = [float((lab[m].sum() + 0.5) / (m.sum() + 1.0)) for m in (none, w, s)]
         return self
 
-    def match(self, text: str, cid: str, lang: str) -> tuple[bool, bool]:
-        """(strong, weak) for one text and concept."""
+    def match(self, text: str, cid: str, lang: str) -> tuple[bool, bool, bool]:
+        """(strong, weak, counter) for one text and concept."""
         if not text:
-            return False, False
+            return False, False, False
         low = text.lower()
         per = self.compiled_[cid]
-        langs = LANGUAGES if lang == "und" else (("en",) if lang == "en" else ("en", lang))
-        strong = weak = False
+        # English captions: English patterns only (other languages hold English false friends such as
+        # "kind" or "hard"); any other or undetermined language: every language's patterns.
+        langs = ("en",) if lang == "en" else LANGUAGES
+        strong = weak = counter = False
         masked = low
         for L in langs:  # exclusions of every applicable language mask first
             if per[L][2] is not None:
                 masked = per[L][2].sub(" ", masked)
         for L in langs:
-            pat, wk, _ = per[L]
-            if pat is not None and pat.search(masked):
+            pat, wk, _, ctr = per[L]
+            if not strong and pat is not None and pat.search(masked):
                 strong = True
-            if wk is not None and wk.search(masked):
+            if not weak and wk is not None and wk.search(masked):
                 weak = True
-            if strong and weak:
-                break
-        return strong, weak
+            if not counter and ctr is not None and ctr.search(low):
+                counter = True
+        return strong, weak, counter
 
     def transform(self, texts: Sequence[str | None], langs: Sequence[str] | None = None) -> np.ndarray:
         if not hasattr(self, "compiled_"):
             self.compile()
         if langs is None:
             langs = detect_languages(texts)
-        out = np.zeros((len(texts), len(self.concept_ids_), 2), dtype=np.float32)
+        out = np.zeros((len(texts), len(self.concept_ids_), 3), dtype=np.float32)
         for i, (t, lang) in enumerate(zip(texts, langs)):
             if not t:
                 continue
             for j, cid in enumerate(self.concept_ids_):
-                s, w = self.match(t, cid, lang)
-                out[i, j, 0], out[i, j, 1] = s, w
+                out[i, j] = self.match(t, cid, lang)
         return out
 
     def predict_proba(self, texts: Sequence[str | None], langs: Sequence[str] | None = None) -> dict:
@@ -182,7 +203,7 @@ class KeywordTagger:
         """Strong-pattern hits of one language only (the reference used for the Flickr8k agreement figure)."""
         if not hasattr(self, "compiled_"):
             self.compile()
-        pat, _, exc = self.compiled_[cid][lang]
+        pat, _, exc, _ = self.compiled_[cid][lang]
         res = np.zeros(len(texts), dtype=bool)
         for i, t in enumerate(texts):
             if t and pat is not None:

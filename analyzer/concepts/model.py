@@ -23,16 +23,29 @@ from sklearn.model_selection import StratifiedKFold
 
 from ..errors import InputError
 from .bank import ConceptBank
-from .calibration import auroc, choose_operating_points, fit_fusion, fit_platt, logit, point_metrics, sigmoid
-from .data import PRIMARY, assemble, load_training_rows
+from .calibration import (auroc, choose_operating_points, fit_fusion, fit_platt, logit, point_metrics, reliability,
+                          sigmoid)
+from .data import assemble, load_training_rows
 from .keywords import KeywordTagger, detect_languages
 from .taggers import ProbeTagger
 
-MODEL_FORMAT = 3  # bump when fitting changes: invalidates the on-disk cache
-FUSION_FEATURES = ["z_en", "z_non_en", "strong_en", "strong_non_en", "weak", "non_en"]
-FUSION_NONNEG = [True, True, True, True, False, False]
+MODEL_FORMAT = 4  # bump when fitting changes: invalidates the on-disk cache
+FUSION_FEATURES = ["z_en", "z_non_en", "strong_en", "strong_non_en", "weak", "non_en", "minus_counter"]
+FUSION_NONNEG = [True, True, True, True, False, False, True]
 N_FOLDS = 5
-_CHUNK = 65536
+_CHUNK_BYTES = 128 * 2**20  # float32 conversion buffer for float16 input
+
+
+def _half_copier(E: np.ndarray):
+    """A function copying a float16 block into a float32 buffer, as fast as this machine allows."""
+    if E.dtype == np.float16 and E.flags.c_contiguous:
+        try:
+            import torch
+
+            return lambda dst, src: torch.from_numpy(dst).copy_(torch.from_numpy(src))
+        except Exception:  # noqa: BLE001 - torch missing or unusable: numpy fallback
+            pass
+    return lambda dst, src: np.copyto(dst, src, casting="unsafe")
 _MEM_CACHE: dict[str, dict] = {}
 _EMB_CACHE: dict[str, dict[str, np.ndarray]] = {}
 
@@ -41,9 +54,12 @@ def _non_en(langs: Sequence[str]) -> np.ndarray:
     return np.array([lang not in ("en", "und") for lang in langs], dtype=np.float64)
 
 
-def fusion_features(z: np.ndarray, strong: np.ndarray, weak: np.ndarray, non_en: np.ndarray) -> np.ndarray:
+def fusion_features(z: np.ndarray, strong: np.ndarray, weak: np.ndarray, non_en: np.ndarray,
+                    counter: np.ndarray) -> np.ndarray:
+    """Text-path fusion inputs; with non-negative weights on all but ``weak`` and ``non_en`` the fused
+    probability rises with the probe logit and strong keywords and falls with counter evidence."""
     en = 1.0 - non_en
-    return np.column_stack([z * en, z * non_en, strong * en, strong * non_en, weak, non_en])
+    return np.column_stack([z * en, z * non_en, strong * en, strong * non_en, weak, non_en, -counter])
 
 
 class ConceptModel:
@@ -101,18 +117,28 @@ class ConceptModel:
         return self._encoder
 
     def logits(self, embeddings: np.ndarray, *, embedding_path: bool = False) -> np.ndarray:
-        """(n, k) float32 linear scores: one matrix product, streamed in chunks for float16 input."""
+        """(k, n) float32 linear scores, one contiguous row per concept: one matrix product.
+
+        float32 input: a single BLAS call. float16 input: converted in cache-sized chunks (torch's vectorised
+        half-to-float copy when available, numpy otherwise) straight into the matrix product, so the float32
+        copy of the whole batch never exists.
+        """
         W, b = (self.W_emb_, self.b_emb_) if embedding_path else (self.W_, self.b_)
+        Wt = np.ascontiguousarray(W.T)
         E = embeddings
         if E.dtype == np.float32:
-            out = E @ W
-            out += b
-            return out
-        out = np.empty((E.shape[0], W.shape[1]), dtype=np.float32)
-        for i in range(0, E.shape[0], _CHUNK):
-            blk = E[i:i + _CHUNK].astype(np.float32)
-            np.matmul(blk, W, out=out[i:i + _CHUNK])
-        out += b
+            out = np.matmul(Wt, E.T)
+        else:
+            n = E.shape[0]
+            rows = max(1024, _CHUNK_BYTES // (4 * max(E.shape[1], 1)))  # big blocks: BLAS calls stay efficient
+            out = np.empty((Wt.shape[0], n), dtype=np.float32)
+            buf = np.empty((min(rows, max(n, 1)), E.shape[1]), dtype=np.float32)
+            convert = _half_copier(E)
+            for i in range(0, n, rows):
+                m = min(rows, n - i)
+                convert(buf[:m], E[i:i + m])
+                np.matmul(Wt, buf[:m].T, out=out[:, i:i + m])
+        out += b[:, None]
         return out
 
     def _check(self, texts, embeddings, modality):
@@ -150,7 +176,6 @@ class ConceptModel:
             E = np.zeros((len(texts), self.dim), dtype=np.float32)
             if has_text.any():
                 E[has_text] = self.encoder.encode_text([str(texts[i]) for i in np.nonzero(has_text)[0]])
-        n = E.shape[0]
         # embedding path for every row: one matmul + sigmoid
         zz = self.logits(E, embedding_path=True)
         np.clip(zz, -40, 40, out=zz)
@@ -158,7 +183,7 @@ class ConceptModel:
         np.exp(zz, out=zz)
         zz += 1.0
         np.reciprocal(zz, out=zz)
-        out = {c: zz[:, j].astype(np.float64) for j, c in enumerate(self.concept_ids)}
+        out = {c: zz[j].astype(np.float64) for j, c in enumerate(self.concept_ids)}
         if texts is not None and has_text.any():
             sel = np.nonzero(has_text)[0]
             sub = [str(texts[i]) for i in sel]
@@ -168,9 +193,8 @@ class ConceptModel:
             z = self.logits(np.ascontiguousarray(E[sel]).astype(np.float32))
             for j, c in enumerate(self.concept_ids):
                 coef, icpt = self.fusion_[c]
-                F = fusion_features(z[:, j].astype(np.float64), kw[:, j, 0], kw[:, j, 1], non_en)
+                F = fusion_features(z[j].astype(np.float64), kw[:, j, 0], kw[:, j, 1], non_en, kw[:, j, 2])
                 out[c][sel] = sigmoid(F @ coef + icpt)
-        assert all(v.shape == (n,) for v in out.values())
         return out
 
     def decide(self, scores: dict[str, np.ndarray], point: str = "confirm") -> dict[str, np.ndarray]:
@@ -295,7 +319,7 @@ def _fit_concept(c, texts: list[str], y: np.ndarray, source: str, encoder, seed:
     kw = kwt.transform(texts, langs)[:, jj, :]
     C = ProbeTagger().C
     z_oof = _cv_logits(X, y, seed, C)
-    F = fusion_features(z_oof, kw[:, 0], kw[:, 1], _non_en(langs))
+    F = fusion_features(z_oof, kw[:, 0], kw[:, 1], _non_en(langs), kw[:, 2])
     p_oof = _cv_fusion(F, y, seed)
     coef, icpt = fit_fusion(F, y, FUSION_NONNEG)
     probe = ProbeTagger(C=C, random_state=seed).fit(X, y)
@@ -376,7 +400,8 @@ def _match_thresholds(emb_pts: dict, text_pts: dict, a: float, c0: float) -> tup
 
 
 def _cv_report(p, q, y, langs, ops, source) -> dict:
-    rep = {"label_source": source, "auroc": auroc(p, y), "auroc_embedding_only": auroc(q, y), "by_language": {}}
+    rep = {"label_source": source, "auroc": auroc(p, y), "auroc_embedding_only": auroc(q, y),
+           "calibration": reliability(p, y), "calibration_embedding_only": reliability(q, y), "by_language": {}}
     for lang in sorted(set(langs)):
         m = langs == lang
         if m.sum() == 0:
@@ -387,3 +412,4 @@ def _cv_report(p, q, y, langs, ops, source) -> dict:
                     if k in ("precision", "recall", "f1", "tp", "fp", "fn")} for pt in ("screen", "confirm")},
         }
     return rep
+

@@ -61,8 +61,16 @@ class MiniLMEncoder:
             key = f"minilm:{self.device}"
             if key not in _CACHE:
                 from sentence_transformers import SentenceTransformer
+                from transformers.utils import logging as hf_logging
 
-                _CACHE[key] = SentenceTransformer(str(_model_dir()), device=self.device or _auto_device())
+                # transformers draws a "Loading weights" bar on stderr even with -q: the CLI's one-line contract
+                was_on = hf_logging.is_progress_bar_enabled()
+                hf_logging.disable_progress_bar()
+                try:
+                    _CACHE[key] = SentenceTransformer(str(_model_dir()), device=self.device or _auto_device())
+                finally:
+                    if was_on:
+                        hf_logging.enable_progress_bar()
             self._model = _CACHE[key]
         return self._model
 

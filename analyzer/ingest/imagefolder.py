@@ -66,7 +66,9 @@ class ImageFolderReader:
         if not self.images:
             raise InputError(f"expected image files ({', '.join(sorted({'.jpg', '.png', '.webp'}))} ...) under "
                              f"{[str(r) for r in self.roots]}, got none")
-        self.files = [p for _, p, _ in self.images] + self.meta_files
+        # Fingerprinted input files: the images that will be read (a refused symlink is an error row, never read
+        # or stat-ed through: it may be broken or point anywhere on the machine).
+        self.files = [p for root, p, _ in self.images if not (p.is_symlink() and _refuse(root, p))] + self.meta_files
 
     has_embeddings = property(lambda self: self.spec.embedding is not None)
 

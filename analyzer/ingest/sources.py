@@ -18,8 +18,26 @@ _IP_RE = r"^\d{1,3}(\.\d{1,3}){3}$"
 
 
 def registered_domain(urls: pa.Array) -> pa.Array:
-    """Registered domain of each URL (string array, null where no URL or no host)."""
+    """Registered domain of each URL (string array, null where no URL or no host).
+
+    Speed: the regular expressions run once per distinct URL prefix, not once per row. The prefix up to the
+    third "/" ("scheme://authority", or the whole URL when it has fewer than three) decides the match on its
+    own (no part of the pattern crosses a "/"), and a batch holds far fewer distinct prefixes than rows.
+    """
     urls = urls.cast(pa.string())
+    if isinstance(urls, pa.ChunkedArray):
+        urls = urls.combine_chunks()
+    if len(urls) == 0 or urls.null_count == len(urls):
+        return _registered_domain_direct(urls)
+    keys = pc.binary_join(pc.list_slice(pc.split_pattern(urls, "/", max_splits=3), 0, 3), "/")
+    enc = pc.dictionary_encode(keys)
+    if len(enc.dictionary) * 2 > len(urls):  # mostly distinct hosts: the lookup saves nothing
+        return _registered_domain_direct(urls)
+    return pc.take(_registered_domain_direct(enc.dictionary), enc.indices)
+
+
+def _registered_domain_direct(urls: pa.Array) -> pa.Array:
+    """The rule itself, one regular-expression pass per row (see the module docstring)."""
     host = pc.struct_field(pc.extract_regex(urls, _HOST_RE), [0])
     host = pc.utf8_lower(host)
     host = pc.replace_substring_regex(host, r"^www\d*\.", "")

@@ -1,6 +1,8 @@
 """Column resolution (options + auto-detection) and conversion of raw batches to STANDARD_SCHEMA."""
 from __future__ import annotations
 
+import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,61 @@ from .schema import AUTO_NAMES, STANDARD_SCHEMA, ColumnSpec, make_item_id
 from .sources import source_column
 
 ROLES = ("text", "id", "url", "source", "embedding")
+_TORCH_MIN_VALUES = 1 << 18  # below 512 512-d rows numpy's cast is fast enough and torch is not imported for it
+
+
+def _torch():
+    """torch when importable (its float16 casts are vectorised, ~20x numpy's scalar loop here), else None."""
+    if "torch" not in sys.modules:
+        try:
+            import torch  # noqa: F401
+        except Exception:  # noqa: BLE001 - any import failure: numpy fallback
+            return None
+    return sys.modules.get("torch")
+
+
+def pool_empty(shape, dtype) -> np.ndarray:
+    """Uninitialised writable array allocated from Arrow's memory pool when large. The pool (mimalloc or jemalloc)
+    reuses freed pages, whereas every fresh numpy array of tens of MB is a new mapping whose pages fault in one
+    by one: per batch, that was several times the cost of the arithmetic on it."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    if nbytes < (1 << 20):
+        return np.empty(shape, dtype=dtype)
+    return np.frombuffer(pa.allocate_buffer(nbytes), dtype=dtype).reshape(shape)
+
+
+def _cast_float(a: np.ndarray, dtype, out: np.ndarray | None = None) -> np.ndarray:
+    """``a`` as a new C-contiguous array of ``dtype`` (float16 <-> float32), or written into ``out``; bit-identical
+    to numpy's cast (both round to nearest even), through torch's vectorised kernel for large arrays."""
+    torch = _torch() if a.size >= _TORCH_MIN_VALUES else None
+    if torch is None:
+        if out is None:
+            return np.ascontiguousarray(a, dtype=dtype)
+        out[...] = a
+        return out
+    out = pool_empty(a.shape, dtype) if out is None else out
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # read-only Arrow buffers: torch warns, but only reads them here
+        torch.from_numpy(out).copy_(torch.from_numpy(np.ascontiguousarray(a)))
+    return out
+
+
+def as_float32(a: np.ndarray) -> np.ndarray:
+    """float32 view (already float32) or fast copy of a float16/float64/integer array."""
+    if a.dtype == np.float32:
+        return a
+    if a.dtype == np.float16:
+        return _cast_float(a, np.float32)
+    with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf: a per-item error, not a warning
+        return a.astype(np.float32)
+
+
+def as_float16(a: np.ndarray) -> np.ndarray:
+    """float16 copy of a float32 array (the stored embedding parts), fast for large arrays."""
+    if a.dtype == np.float16:
+        return a
+    return _cast_float(np.asarray(a, dtype=np.float32), np.float16)
 
 
 def resolve_columns(names: list[str], spec: ColumnSpec, path: Path | str) -> dict:
@@ -51,11 +108,13 @@ def resolve_columns(names: list[str], spec: ColumnSpec, path: Path | str) -> dic
     return out
 
 
-def embedding_matrix(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """(n, d) float32 matrix and a validity mask from a list / fixed-size-list column.
+def embedding_matrix(arr: pa.Array, *, check_finite: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(n, d) float32 matrix and a validity mask from a list / fixed-size-list column (or fixed_size_binary(2*d):
+    raw little-endian float16 vectors, the "binary" layout of embedding parts).
 
     Rows that are null, of another length than the batch's first valid row, or hold NaN/inf are invalid
-    (their matrix rows are zero). Raises InputError when no row has a usable vector.
+    (their matrix rows are zero). Raises InputError when no row has a usable vector. ``check_finite=False`` skips
+    the NaN/inf pass, for callers that check the rows' norms themselves.
     """
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
@@ -65,11 +124,11 @@ def embedding_matrix(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
         d = t.list_size
         flat = arr.flatten() if arr.null_count == 0 else None
         if flat is not None and len(flat) == n * d:
-            mat = flat.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(n, d)
+            mat = as_float32(flat.to_numpy(zero_copy_only=False)).reshape(n, d)
             valid = np.ones(n, dtype=bool)
         else:
             arr = arr.cast(pa.list_(t.value_type))
-            return embedding_matrix(arr)
+            return embedding_matrix(arr, check_finite=check_finite)
     elif pa.types.is_list(t) or pa.types.is_large_list(t):
         if not (pa.types.is_floating(t.value_type) or pa.types.is_integer(t.value_type)):
             raise InputError(f"expected embedding values of a float type, got {t.value_type}")
@@ -80,19 +139,36 @@ def embedding_matrix(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
             return np.zeros((n, 0), dtype=np.float32), valid
         d = int(np.bincount(lens[valid]).argmax())
         valid &= lens == d
-        values = arr.values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+        values = as_float32(arr.values.to_numpy(zero_copy_only=False))
         mat = np.zeros((n, d), dtype=np.float32)
         idx = np.nonzero(valid)[0]
         if len(idx) == n and offsets[0] == 0 and len(values) == n * d:
-            mat = values.reshape(n, d).copy()
+            mat = values.reshape(n, d)  # a (read-only) view: callers only read the matrix
         else:
             starts = offsets[idx]
             gather = starts[:, None] + np.arange(d)[None, :]
             mat[idx] = values[gather]
+    elif pa.types.is_fixed_size_binary(t) and t.byte_width % 2 == 0 and t.byte_width:
+        # raw little-endian float16 vectors, one per value (the "binary" layout of RUN/embeddings parts)
+        d = t.byte_width // 2
+        valid = np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+        buf = arr.buffers()[1]
+        raw = np.frombuffer(buf, dtype="<f2", count=(arr.offset + n) * d)[arr.offset * d:].reshape(n, d)
+        mat = as_float32(raw)
+        if not valid.all():
+            mat = np.array(mat, dtype=np.float32, copy=True)
+            mat[~valid] = 0.0
     else:
         raise InputError(f"expected an embedding column of lists of floats, got type {t}; "
                          "store vectors as list<float> or fixed_size_list<float>")
-    finite = np.isfinite(mat).all(axis=1)
+    if not check_finite:
+        return mat, valid
+    # NaN/inf poison a row sum (one cheap pass); a huge finite row can overflow it, so suspects are rechecked
+    with np.errstate(over="ignore", invalid="ignore"):  # inf + -inf: a per-item error, not a warning on stderr
+        suspect = ~np.isfinite(mat.sum(axis=1))
+    finite = np.ones(n, dtype=bool)
+    if suspect.any():
+        finite[suspect] = np.isfinite(mat[suspect]).all(axis=1)
     if not finite.all():
         mat = np.array(mat, dtype=np.float32, copy=True)  # zero-copy views from Arrow are read-only
         mat[~finite] = 0.0
@@ -110,16 +186,20 @@ def standardize(raw: pa.RecordBatch, cols: dict, *, file: str, start_row: int) -
     text, url, ident, src, emb = (col(r) for r in ("text", "url", "id", "source", "embedding"))
     text = _as_string(text, n)
     url = _as_string(url, n) if url is not None else pa.nulls(n, pa.string())
-    status = np.array(["ok"] * n, dtype=object)
-    error = np.array([None] * n, dtype=object)
+    status = np.full(n, "ok", dtype=object)
+    error = np.full(n, None, dtype=object)
     if "__error" in raw.schema.names:
-        errs = raw.column(raw.schema.get_field_index("__error")).to_pylist()
-        for i, e in enumerate(errs):
-            if e:
-                status[i], error[i] = "error", e
+        err_col = raw.column(raw.schema.get_field_index("__error"))
+        if err_col.null_count < n:
+            errs = err_col.to_pylist()
+            for i, e in enumerate(errs):
+                if e:
+                    status[i], error[i] = "error", e
     if ident is not None:
         ids = _as_string(ident, n)
-        missing = pc.or_(pc.is_null(ids), pc.equal(ids, "")).to_numpy(zero_copy_only=False)
+        # or_kleene: a null id is missing (plain or_ gives null for null inputs, and the row kept a null id)
+        missing = np.asarray(pc.fill_null(pc.or_kleene(pc.is_null(ids), pc.equal(ids, "")), True)
+                             .to_numpy(zero_copy_only=False), dtype=bool)
         if missing.any():
             vals = ids.to_pylist()
             tl, ul = text.to_pylist(), url.to_pylist()
@@ -129,7 +209,19 @@ def standardize(raw: pa.RecordBatch, cols: dict, *, file: str, start_row: int) -
     else:
         tl, ul = text.to_pylist(), url.to_pylist()
         ids = pa.array([make_item_id(u, t) for u, t in zip(ul, tl)], type=pa.string())
+    if (status == "error").any():
+        # Rows that failed to parse carry no fields: give each a unique, deterministic id instead of the hash of
+        # two empty strings (which would make every such row a duplicate of the others).
+        vals = ids.to_pylist()
+        tl, ul = text.to_pylist(), url.to_pylist()
+        base = Path(file).name
+        for i in np.nonzero(status == "error")[0]:
+            if tl[i] is None and ul[i] is None and vals[i] == make_item_id(None, None):
+                vals[i] = f"{base}:row{start_row + i}"
+        ids = pa.array(vals, type=pa.string())
     source = source_column(src, url if cols.get("url") else None, n)
+    if emb is not None and emb.null_count == n:
+        emb = None  # an all-null column (e.g. a JSONL batch whose lines hold null) is typed string: no vectors
     if emb is not None:
         emb_arr, bad = _embedding_column(emb)
         for i in np.nonzero(bad & (status == "ok"))[0]:
@@ -144,11 +236,30 @@ def standardize(raw: pa.RecordBatch, cols: dict, *, file: str, start_row: int) -
         source,
         emb_arr,
         pa.nulls(n, pa.binary()),
-        pa.array([file] * n, type=pa.string()),
-        pa.array(status.tolist(), type=pa.string()),
-        pa.array(error.tolist(), type=pa.string()),
+        pa.repeat(pa.scalar(file, pa.string()), n),
+        *_status_arrays(status, error, n),
     ]
     return pa.RecordBatch.from_arrays(arrays, schema=STANDARD_SCHEMA)
+
+
+def _status_arrays(status: np.ndarray, error: np.ndarray, n: int) -> tuple[pa.Array, pa.Array]:
+    """The status and error columns; a batch where every row is ok costs no per-row Python."""
+    failed = status != "ok"
+    if not failed.any():
+        return pa.repeat(pa.scalar("ok", pa.string()), n), pa.nulls(n, pa.string())
+    return pa.array(status, type=pa.string()), pa.array(error, type=pa.string())
+
+
+def _list_column(mat: np.ndarray, valid: np.ndarray) -> pa.Array:
+    """list<float32> over the rows of a float32 matrix (null where not valid), sharing its memory."""
+    n, d = mat.shape
+    values = pa.array(np.ascontiguousarray(mat, dtype=np.float32).reshape(-1), type=pa.float32())
+    if n * d >= 2**31 - 1:  # int32 offsets: such a batch is too large for list<float32> anyway
+        raise InputError(f"expected batches of fewer than 2^31 embedding values, got {n} x {d}; "
+                         "pass a smaller --batch-size")
+    offsets = pa.array(np.arange(0, (n + 1) * d, d, dtype=np.int32))
+    mask = None if valid.all() else pa.array(~valid)
+    return pa.ListArray.from_arrays(offsets, values, type=pa.list_(pa.float32()), mask=mask)
 
 
 def _embedding_column(emb) -> tuple[pa.Array, np.ndarray]:
@@ -165,11 +276,7 @@ def _embedding_column(emb) -> tuple[pa.Array, np.ndarray]:
     d = mat.shape[1]
     if d == 0:
         return pa.nulls(n, pa.list_(pa.float32())), bad
-    arr = pa.FixedSizeListArray.from_arrays(pa.array(mat.reshape(-1), type=pa.float32()), d)
-    arr = arr.cast(pa.list_(pa.float32()))
-    if not valid.all():
-        arr = pc.if_else(pa.array(valid), arr, pa.nulls(n, pa.list_(pa.float32())))
-    return arr, bad
+    return _list_column(mat, valid), bad
 
 
 def _as_string(arr, n: int) -> pa.Array:

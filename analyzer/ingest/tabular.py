@@ -80,8 +80,7 @@ class TabularReader:
             names = (_parquet_columns(p) if fmt == "parquet" else _jsonl_keys(p) if fmt == "jsonl"
                      else _csv_header(p, "," if fmt == "csv" else "\t"))
             self.columns[p] = resolve_columns(names, spec, p)
-        if fmt == "parquet":
-            self._check_parquet_types()
+        self._check_parquet_types()  # every parquet file, not only when the last input is one
 
     def _check_parquet_types(self) -> None:
         for p, cols in self.columns.items():
@@ -97,6 +96,11 @@ class TabularReader:
                                                     or pa.types.is_null(t) or pa.types.is_dictionary(t)):
                     raise InputError(
                         f"expected a string {role} column {name!r} in {p}, got type {t}; "
+                        f"pick the right column with --{role}-column"
+                    )
+                if role in ("id", "source") and pa.types.is_nested(t):
+                    raise InputError(
+                        f"expected a string or number {role} column {name!r} in {p}, got type {t}; "
                         f"pick the right column with --{role}-column"
                     )
 

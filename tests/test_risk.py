@@ -1,0 +1,132 @@
+"""R1-R4 on hand-made catalogs with planted structure (real parquet parts, real DuckDB, no model).
+
+The dual-concept items are SYNTHETIC vectors (sum of the two concept prototypes of a random space) with
+no caption; every other item carries one concept or none.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from analyzer.errors import InputError
+from analyzer.recommend import build_recommendations
+from analyzer.risk import build_risk
+from analyzer.sql import run_query
+from catalog_helpers import Space, item, make_store, planted_rows
+
+SYNTH = {f"i{k:04d}" for k in range(6)}
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    store = make_store(tmp_path_factory.mktemp("planted") / "run", planted_rows(Space(seed=7)), part_rows=64)
+    con = store.connect()
+    build_risk(con, store, seed=0)
+    build_recommendations(con, store, bank_version="t", encoder_name="test")
+    yield con
+    con.close()
+
+
+def test_planted_r1_found_and_no_clean_item_is_r1(planted):
+    r1 = {r[0] for r in planted.execute("SELECT item_id FROM item_risk WHERE r1").fetchall()}
+    assert r1 == SYNTH
+
+
+def test_mixed_source_ranks_first_and_single_concept_sources_score_zero(planted):
+    rows = planted.execute("SELECT group_id, score, co_present, rank FROM group_risk WHERE group_kind = 'source' "
+                           "ORDER BY rank").fetchall()
+    assert rows[0][0] == "mixed.example" and rows[0][3] == 1
+    by = {r[0]: r for r in rows}
+    for src in ("kids.example", "adult.example", "clean1.example", "clean2.example"):
+        assert by[src][1] == 0 and not by[src][2]
+    assert by["mixed.example"][1] > by["synth.example"][1] > 0
+    kinds = {r[0] for r in planted.execute("SELECT DISTINCT group_kind FROM group_risk").fetchall()}
+    assert kinds == {"source", "shard", "cluster"}
+
+
+def test_lift_and_its_interval_follow_the_documented_formula(planted):
+    n_all, m_all, a_all = planted.execute(
+        "SELECT count(*), count(*) FILTER (WHERE minor_screen), count(*) FILTER (WHERE adult_sexual_screen) "
+        "FROM scanned").fetchone()
+    g = planted.execute("SELECT items, minor, adult_sexual, lift, lift_lo, lift_hi, minor_rate_lo, minor_rate_hi "
+                        "FROM group_risk WHERE group_kind = 'source' AND group_id = 'mixed.example'").fetchone()
+    n, m, a = g[0], g[1], g[2]
+    assert (n, m, a) == (90, 30, 30)
+    lift = (m / n) * (a / n) / ((m_all / n_all) * (a_all / n_all))
+    se = math.sqrt((1 - m / n) / m + (1 - a / n) / a + (1 - m_all / n_all) / m_all + (1 - a_all / n_all) / a_all)
+    assert math.isclose(g[3], lift, rel_tol=1e-9)
+    assert math.isclose(g[4], lift * math.exp(-1.96 * se), rel_tol=1e-9)
+    assert math.isclose(g[5], lift * math.exp(1.96 * se), rel_tol=1e-9)
+    assert g[6] < m / n < g[7]  # Wilson interval brackets the rate
+
+
+def test_minimum_support_keeps_tiny_groups_out_of_the_ranking(tmp_path):
+    rows = [item(f"t{k}", "tiny.example", 0.9 if k == 0 else 0.0, 0.9 if k == 1 else 0.0) for k in range(3)]
+    rows += [item(f"b{k}", "big.example", 0.9 if k < 3 else 0.0, 0.9 if 3 <= k < 5 else 0.0) for k in range(40)]
+    store = make_store(tmp_path / "r", rows)
+    con = store.connect()
+    build_risk(con, store, min_items=10)
+    assert [r[0] for r in con.execute("SELECT group_id FROM group_risk WHERE group_kind = 'source'").fetchall()] \
+        == ["big.example"]
+    res = run_query(con, "group_risk", {"strategy": "none", "point": "screen", "min_items": 2}).fetchall()
+    assert {r[1] for r in res if r[0] == "source"} == {"big.example", "tiny.example"}
+    with pytest.raises(InputError):
+        build_risk(con, store, min_items=0)
+    con.close()
+
+
+def test_r2_bridges_are_the_synthetic_items(planted):
+    rows = planted.execute("SELECT item_id, direction, k, neighbours, r2, bridge FROM neighbourhood_risk").fetchall()
+    bridges = {(r[0], r[1]) for r in rows if r[5]}
+    assert {x for x, _ in bridges} == SYNTH
+    assert {d for _, d in bridges} == {"adult_to_minor", "minor_to_adult"}
+    assert all(r[2] == 10 and r[3] == 10 for r in rows)
+    kids = [r for r in rows if r[1] == "minor_to_adult" and r[0] not in SYNTH]
+    assert kids and max(r[4] for r in kids) < 0.3  # children's items sit among children's items
+
+
+def test_dataset_risk_parts_and_index(planted):
+    d = dict(zip([c[0] for c in planted.execute("SELECT * FROM dataset_risk").description],
+                 planted.execute("SELECT * FROM dataset_risk").fetchone()))
+    scanned = planted.execute("SELECT count(*) FROM scanned").fetchone()[0]
+    assert d["strategy"] == "none" and d["scanned"] == scanned and d["r1_items"] == 6
+    weighted = planted.execute("SELECT sum(items * sqrt(minor_rate * adult_sexual_rate)) FROM group_risk "
+                               "WHERE group_kind = 'source'").fetchone()[0]
+    assert math.isclose(d["source_cooccurrence"], weighted / scanned, rel_tol=1e-9)
+    assert d["r2_bridges"] == 6 and math.isclose(d["bridge_share"], 6 / scanned)
+    want = min(1.0, 100 * 6 / scanned + max(d["source_cooccurrence"], d["cluster_cooccurrence"]) + 10 * 6 / scanned)
+    assert math.isclose(d["exposure_index"], want, rel_tol=1e-9)
+
+
+def test_residual_risk_after_each_strategy(planted):
+    res = {r[0]: r for r in planted.execute(
+        "SELECT strategy, r1_items, r3_max_source, r2_bridges, exposure_index, scanned FROM dataset_risk_by_strategy"
+    ).fetchall()}
+    assert set(res) == {"none", "r1_only", "adult_in_minor_sources", "adult_in_minor_groups", "all_adult_sexual"}
+    assert res["none"][1] == 6 and all(res[s][1] == 0 for s in res if s != "none")
+    assert res["r1_only"][2] > 0  # the mixed source still mixes
+    assert res["adult_in_minor_sources"][2] == 0 and res["all_adult_sexual"][4] == 0
+    r4 = [res[s][4] for s in ("none", "r1_only", "adult_in_minor_sources", "all_adult_sexual")]
+    assert r4 == sorted(r4, reverse=True) and r4[0] > r4[1]
+    # the residual R3 of a strategy is the query on the dataset without its removals
+    removed = planted.execute("SELECT count(DISTINCT item_id) FROM recommendations "
+                              "WHERE strategy = 'adult_in_minor_sources'").fetchone()[0]
+    assert res["adult_in_minor_sources"][5] == res["none"][5] - removed
+
+
+def test_run_without_embeddings_reports_r2_as_not_computed(tmp_path):
+    from analyzer.report import write_report
+
+    rows = [dict(r, vec=None) for r in planted_rows(Space(seed=9))]
+    store = make_store(tmp_path / "run", rows)
+    con = store.connect()
+    build_risk(con, store)
+    build_recommendations(con, store, bank_version="b", encoder_name="e")
+    assert con.execute("SELECT count(*) FROM group_risk WHERE group_kind = 'cluster'").fetchone()[0] == 0
+    con.close()
+    summary = write_report(store, policy=None)
+    assert summary["r2"]["available"] is False and summary["r2"]["bridges"] == 0
+    assert summary["r1_items"] == 6 and summary["sources_at_risk"][0]["source"] == "mixed.example"
+    assert "Not computed: the run kept no embeddings." in (store.root / "report.md").read_text()
+    assert summary["verdict"] in ("pass", "fail") and (store.root / "signoff.json").exists()

@@ -1,0 +1,284 @@
+"""Streaming with bounded memory, the precomputed-vector fast path, part layout and order, progress bars.
+
+Vectors here are seeded random directions (no content); captions are generated benign object/place phrases.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from analyzer.ingest.standardize import as_float16, as_float32, embedding_matrix, standardize
+from analyzer.ingest.sources import _registered_domain_direct, registered_domain
+from analyzer.store import RunStore, _embedding_part
+
+
+class _Model:
+    """The scoring surface tag_batch uses, with a linear embedding path (no fitting: fast and exact)."""
+
+    def __init__(self, dim: int, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        self.concept_ids = ["minor", "adult_sexual"]
+        self.W = rng.standard_normal((dim, 2)).astype(np.float32)
+        self.operating_points = {c: {"screen": {"threshold": 0.3}, "confirm": {"threshold": 0.8}}
+                                 for c in self.concept_ids}
+
+    def score(self, texts, embeddings, modality="image"):
+        z = np.asarray(embeddings, dtype=np.float32) @ self.W
+        p = 1.0 / (1.0 + np.exp(-z.astype(np.float64)))
+        return {c: p[:, j] for j, c in enumerate(self.concept_ids)}
+
+
+class _Encoder:
+    name, supports_images = "stub", False
+
+    def __init__(self, dim):
+        self.dim = dim
+
+    def encode_text(self, texts):
+        raise AssertionError("rows with a precomputed vector must not be encoded")
+
+
+def _raw(n: int, dim: int, seed: int = 0, dtype=np.float16) -> pa.RecordBatch:
+    rng = np.random.default_rng(seed)
+    e = rng.standard_normal((n, dim)).astype(dtype)
+    return pa.record_batch({
+        "key": [f"k{i}" for i in range(n)],
+        "URL": [f"https://img{i % 3}.site{i % 5}.example/{i}.jpg" for i in range(n)],
+        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(e.reshape(-1)), dim)})
+
+
+COLS = {"id": "key", "url": "URL", "embedding": "embedding"}
+
+
+# ---- the fast path equals the general path ---------------------------------------------------------------
+
+def test_fast_path_matches_general_path_row_by_row():
+    from analyzer.tagging import tag_batch
+
+    dim, n = 64, 3000  # several score blocks
+    enc, model = _Encoder(dim), _Model(dim)
+    clean = standardize(_raw(n, dim), COLS, file="f", start_row=0)
+    fast_items, fast_emb = tag_batch(clean, enc, model, embedding_modality="image")
+    # one zero vector sends the whole batch down the general path; every other row must score the same
+    raw = _raw(n, dim)
+    e = raw.column(2).flatten().to_numpy(zero_copy_only=False).reshape(n, dim).copy()
+    e[7] = 0
+    raw = raw.set_column(2, "embedding", pa.FixedSizeListArray.from_arrays(pa.array(e.reshape(-1)), dim))
+    gen_items, gen_emb = tag_batch(standardize(raw, COLS, file="f", start_row=0), enc, model,
+                                   embedding_modality="image")
+    assert gen_items.column("status")[7].as_py() == "error"
+    keep = np.ones(n, dtype=bool)
+    keep[7] = False
+    for name in fast_items.column_names:
+        a = fast_items.column(name).to_numpy(zero_copy_only=False)[keep]
+        b = gen_items.column(name).to_numpy(zero_copy_only=False)[keep]
+        if name.endswith("_score"):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+        elif name not in ("status", "error"):
+            assert (a == b).all(), name
+    assert fast_emb.num_rows == n and gen_emb.num_rows == n - 1
+    fa, _ = embedding_matrix(fast_emb.column("embedding"))
+    ga, _ = embedding_matrix(gen_emb.column("embedding"))
+    assert np.array_equal(fa[keep], ga)  # the stored float16 unit vectors are bit-identical
+    np.testing.assert_allclose(np.linalg.norm(fa, axis=1), 1.0, atol=2e-3)
+
+
+def test_fast_float16_casts_are_bit_identical_to_numpy():
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal(1 << 19) * np.exp(rng.uniform(-20, 12, 1 << 19))).astype(np.float32)
+    x[:6] = [np.inf, -np.inf, 65504.0, 65520.0, 6e-8, -3e-5]
+    with np.errstate(over="ignore"):
+        assert np.array_equal(as_float16(x).view(np.uint16), x.astype(np.float16).view(np.uint16))
+    h = np.tile(np.arange(65536, dtype=np.uint16).view(np.float16), 8)
+    wide, ref = as_float32(h), h.astype(np.float32)
+    finite = np.isfinite(ref)
+    assert np.array_equal(wide[finite].view(np.uint32), ref[finite].view(np.uint32))
+    assert np.isnan(wide[np.isnan(ref)]).all()  # NaN stays NaN (torch may quiet a signalling payload)
+
+
+def test_registered_domain_lookup_equals_the_rule_per_row():
+    urls = ["https://www.Example.co.uk/a", "http://u:p@Host.COM:8080/x/y", "ftp://1.2.3.4/f", "https://h?q=a/b",
+            "https://a.b.c.d#x/y", "//no-scheme.example/x", "not a url", "", None, "http:/x", "https://",
+            "https://localhost", "HTTPS://WWW2.site.org.", "https://[::1]:80/x", "https://x.y.z.com.au/1/2/3/4",
+            "https://a@b@c.com/x", "https://ünï.例え.jp/パス"]
+    arr = pa.array(urls * 4)  # repeated prefixes: the dictionary path runs
+    assert registered_domain(arr).equals(_registered_domain_direct(arr))
+    unique = pa.array([f"https://host{i}.example{i}.org/p" for i in range(50)])  # mostly distinct: direct path
+    assert registered_domain(unique).equals(_registered_domain_direct(unique))
+
+
+# ---- bounded read-ahead ----------------------------------------------------------------------------------
+
+def test_background_reader_stays_at_most_depth_ahead():
+    from analyzer.pipeline import _Background
+
+    produced = []
+
+    def gen():
+        for i in range(50):
+            produced.append(i)
+            yield i
+
+    consumed = 0
+    with _Background(gen(), 1, "test") as it:
+        for x in it:
+            time.sleep(0.002)
+            consumed += 1
+            # one item in the consumer's hands, one queued, one the producer holds while it waits to queue it
+            assert len(produced) - consumed <= 2, (len(produced), consumed)
+    assert consumed == 50
+
+
+def test_background_reader_reraises_reader_errors():
+    from analyzer.errors import InputError
+    from analyzer.pipeline import _Background
+
+    def gen():
+        yield 1
+        raise InputError("expected a readable file, got a truncated one")
+
+    with pytest.raises(InputError):
+        with _Background(gen(), 1, "test") as it:
+            for _ in it:
+                pass
+
+
+def test_part_writer_surfaces_write_errors(tmp_path):
+    from analyzer.pipeline import _PartWriter
+
+    class Broken:
+        def write_part(self, *a):
+            raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        with _PartWriter(Broken(), 1) as w:
+            for i in range(5):
+                w.put(i, None, None)
+                time.sleep(0.01)
+
+
+# ---- parts: layout, numeric order ------------------------------------------------------------------------
+
+def test_binary_embedding_layout_round_trips(tmp_path, monkeypatch):
+    rng = np.random.default_rng(1)
+    e = rng.standard_normal((10, 8)).astype(np.float16)
+    table = pa.table({"item_id": [f"i{j}" for j in range(10)],
+                      "embedding": pa.FixedSizeListArray.from_arrays(pa.array(e.reshape(-1)), 8)})
+    monkeypatch.setenv("ANALYZER_EMBEDDING_PARTS", "binary")
+    part = _embedding_part(table.slice(3, 5))
+    assert pa.types.is_fixed_size_binary(part.schema.field("embedding").type)
+    pq.write_table(part, tmp_path / "p.parquet")
+    mat, valid = embedding_matrix(pq.read_table(tmp_path / "p.parquet").column("embedding"))
+    assert valid.all() and np.array_equal(mat, e[3:8].astype(np.float32))
+    monkeypatch.setenv("ANALYZER_EMBEDDING_PARTS", "list")
+    assert _embedding_part(table) is table
+
+
+def _items(rows: range, concept_ids=("minor", "adult_sexual")) -> pa.Table:
+    n = len(rows)
+    cols = {"item_id": [f"i{r}" for r in rows], "row_idx": pa.array(list(rows), pa.int64()),
+            "text": pa.nulls(n, pa.string()), "url": pa.nulls(n, pa.string()), "source": ["s"] * n,
+            "file": ["f"] * n, "status": ["ok"] * n, "error": pa.nulls(n, pa.string()), "modality": ["image"] * n}
+    for c in concept_ids:
+        cols[f"{c}_score"] = pa.array(np.full(n, 0.1, np.float32))
+        cols[f"{c}_screen"] = pa.array(np.zeros(n, bool))
+        cols[f"{c}_confirm"] = pa.array(np.zeros(n, bool))
+    return pa.table(cols)
+
+
+def test_catalog_keeps_input_order_past_five_digit_part_numbers(tmp_path):
+    store = RunStore(tmp_path / "run")
+    store.prepare({"fingerprint": "t"})
+    # part 100000 sorts before part 99999 as text; rows must still come out in row order
+    store.write_part(99999, _items(range(0, 3)), None)
+    store.write_part(100000, _items(range(3, 6)), None)
+    ops = {c: {"screen": {"threshold": 0.3}, "confirm": {"threshold": 0.8}} for c in ("minor", "adult_sexual")}
+    store.build_catalog(["minor", "adult_sexual"], run_row={"run_id": "t"}, operating_points=ops)
+    con = store.connect(read_only=True)
+    try:
+        assert [r[0] for r in con.execute("SELECT row_idx FROM items").fetchall()] == list(range(6))
+        assert [r[0] for r in con.execute("SELECT item_id FROM item_scores").fetchall()] == [f"i{r}" for r in range(6)]
+    finally:
+        con.close()
+    assert not (store.root / "_duckdb_tmp").exists()
+
+
+def test_catalog_duplicates_keep_the_first_scanned_occurrence(tmp_path):
+    store = RunStore(tmp_path / "run")
+    store.prepare({"fingerprint": "t"})
+    a = _items(range(0, 4))
+    ids = a.column("item_id").to_pylist()
+    ids[2] = "i0"  # row 2 repeats row 0's id
+    status = ["error", "ok", "ok", "ok"]  # ...and row 0 failed: row 2 is the first scanned occurrence
+    a = a.set_column(0, "item_id", pa.array(ids)).set_column(6, "status", pa.array(status))
+    store.write_part(0, a, None)
+    ops = {c: {"screen": {"threshold": 0.3}, "confirm": {"threshold": 0.8}} for c in ("minor", "adult_sexual")}
+    store.build_catalog(["minor", "adult_sexual"], run_row={"run_id": "t"}, operating_points=ops)
+    con = store.connect(read_only=True)
+    try:
+        items = con.execute("SELECT row_idx, status, error FROM items").fetchall()
+        scores = con.execute("SELECT item_id FROM item_scores").fetchall()
+    finally:
+        con.close()
+    assert items[2][1] == "error" and "duplicate" in items[2][2]
+    assert sorted(r[0] for r in scores) == ["i0", "i1", "i3"]
+
+
+# ---- the CLI: streamed parts, bounded batches, progress bars ---------------------------------------------
+
+@pytest.fixture(scope="module")
+def embedded_parquet(tmp_path_factory):
+    """A parquet of 384-d float16 vectors (MiniLM's dimension) with ids and URLs, in several row groups."""
+    d = tmp_path_factory.mktemp("stream")
+    rng = np.random.default_rng(5)
+    n, dim = 5000, 384
+    e = rng.standard_normal((n, dim)).astype(np.float16)
+    t = pa.table({"key": [f"k{i:05d}" for i in range(n)],
+                  "URL": [f"https://img.site{i % 30}.example/{i}.jpg" for i in range(n)],
+                  "embedding": pa.FixedSizeListArray.from_arrays(pa.array(e.reshape(-1)), dim)})
+    pq.write_table(t, d / "emb.parquet", row_group_size=1500)
+    return d / "emb.parquet", n
+
+
+def _scan(args, tmp_path):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    return subprocess.run([sys.executable, "-m", "analyzer.cli", "scan", *map(str, args)], env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_scan_streams_bounded_parts_and_shows_progress(embedded_parquet, tmp_path):
+    data, n = embedded_parquet
+    out = tmp_path / "run"
+    res = _scan([data, "--out", out, "--embedding-column", "embedding", "--embedding-modality", "text",
+                 "--batch-size", "700"], tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "embed+tag" in res.stderr and "rows/s" in res.stderr  # tqdm bar with a rate
+    parts = sorted((out / "parts" / "items").glob("part-*.parquet"))
+    sizes = [pq.ParquetFile(p).metadata.num_rows for p in parts]
+    assert len(parts) == -(-n // 700) and max(sizes) <= 700 and sum(sizes) == n
+    emb = pq.read_table(sorted((out / "embeddings").glob("part-*.parquet"))[0])
+    assert emb.schema.field("embedding").type == pa.list_(pa.float16(), 384) or \
+        pa.types.is_fixed_size_list(emb.schema.field("embedding").type)
+    mat, _ = embedding_matrix(emb.column("embedding"))
+    np.testing.assert_allclose(np.linalg.norm(mat, axis=1), 1.0, atol=2e-3)
+
+
+def test_quiet_scan_prints_no_progress_and_embedding_inputs_get_large_batches(embedded_parquet, tmp_path):
+    data, n = embedded_parquet
+    out = tmp_path / "run"
+    res = _scan([data, "--out", out, "--embedding-column", "embedding", "--embedding-modality", "text", "-q"],
+                tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "rows/s" not in res.stderr and "%|" not in res.stderr
+    parts = list((out / "parts" / "items").glob("part-*.parquet"))
+    assert len(parts) == 1  # default batch for precomputed vectors (32768) holds all 5000 rows
+    assert "batch_size: 32768" in (out / "config.resolved.yaml").read_text()
