@@ -1,6 +1,6 @@
 """End-to-end ``analyzer scan`` on precomputed float16 embeddings; prints one JSON object.
 
-    python benchmarks/bench_scan_embeddings.py [--rows 10000000] [--layout parquet|laion] [--keep-embeddings]
+    python benchmarks/bench_scan_embeddings.py [--rows 10000000] [--layout laion|parquet] [--keep-embeddings]
                                                [--captions] [--batch-size N] [--workdir DIR] [--keep-data]
 
 What it does:
@@ -193,7 +193,8 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=10_000_000)
     ap.add_argument("--dim", type=int, default=512)
-    ap.add_argument("--layout", choices=("parquet", "laion"), default="parquet")
+    ap.add_argument("--layout", choices=("laion", "parquet"), default="laion",
+                    help="LAION's npy + metadata layout (default), or one parquet file with a vector column")
     ap.add_argument("--encoder", default="openclip:ViT-B-32:random")
     ap.add_argument("--captions", action="store_true", help="add neutral generated captions (keyword path on)")
     ap.add_argument("--keep-embeddings", action="store_true", help="keep RUN/embeddings and run the index stage")
