@@ -365,6 +365,9 @@ def finalize(cfg, store: RunStore, reader, bank, encoder, model, *, hashes=None,
     (store.root / "config.resolved.yaml").write_text(yaml.safe_dump(_plain(config), sort_keys=False))
     write_report(store, policy=cfg.policy)
     store.mark_stage("report")
+    import shutil
+
+    shutil.rmtree(store.root / "_duckdb_tmp", ignore_errors=True)  # DuckDB's spill files (ANALYZER_DUCKDB_MEMORY)
     store.mark_success()
 
 
