@@ -31,7 +31,8 @@ import yaml
 from .errors import InputError
 from .ingest import ColumnSpec, file_sha256
 from .ingest.standardize import standardize
-from .ingest.tabular import TABULAR_SUFFIXES, TabularReader, _csv_header, _decode_binary, _rows_to_batch
+from .ingest.tabular import (TABULAR_SUFFIXES, TabularReader, _csv_header, _decode_binary, _rows_to_batch,
+                             parse_jsonl_line)
 from .store import open_store
 
 BATCH = 65536
@@ -83,18 +84,7 @@ def _jsonl_batches(p: Path, cols: dict):
         for lineno, raw in enumerate(fh, 1):
             if not raw.strip():
                 continue  # blank lines are not rows (the scan skips them too)
-            try:
-                obj = json.loads(raw.decode("utf-8", errors="replace"))
-                if not isinstance(obj, dict):
-                    raise ValueError("not an object")
-                rec = {k: obj.get(k) for k in needed}
-                for k, v in rec.items():
-                    if v is not None and not isinstance(v, (str, list)):
-                        rec[k] = str(v) if not isinstance(v, dict) else json.dumps(v)
-                rec["__error"] = None
-            except ValueError:
-                rec = {k: None for k in needed}
-                rec["__error"] = f"line {lineno}: not a JSON object"
+            rec = parse_jsonl_line(raw, needed, lineno)
             recs.append(rec)
             lines.append(raw if raw.endswith(b"\n") else raw + b"\n")
             if len(recs) >= BATCH:

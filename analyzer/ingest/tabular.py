@@ -186,25 +186,31 @@ def _decode_binary(b: pa.RecordBatch) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(arrays, names=b.schema.names)
 
 
+def parse_jsonl_line(raw: bytes, needed: list[str], lineno: int) -> dict:
+    """One JSONL line -> a record of the needed keys (plus ``__error``); the scan and ``apply`` share it so
+    both compute the same item ids."""
+    try:
+        obj = json.loads(raw.decode("utf-8", errors="replace"))
+        if not isinstance(obj, dict):
+            raise ValueError("not an object")
+        rec = {k: obj.get(k) for k in needed}
+        for k, v in rec.items():
+            if v is not None and not isinstance(v, (str, list)):
+                rec[k] = str(v) if not isinstance(v, dict) else json.dumps(v)
+        rec["__error"] = None
+    except ValueError:
+        rec = {k: None for k in needed}
+        rec["__error"] = f"line {lineno}: not a JSON object"
+    return rec
+
+
 def _jsonl_batches(p: Path, needed: list[str], batch_size: int) -> Iterator[pa.RecordBatch]:
     rows: list[dict] = []
     with open(p, "rb") as fh:
         for lineno, raw in enumerate(fh, 1):
             if not raw.strip():
                 continue
-            try:
-                obj = json.loads(raw.decode("utf-8", errors="replace"))
-                if not isinstance(obj, dict):
-                    raise ValueError("not an object")
-                rec = {k: obj.get(k) for k in needed}
-                for k, v in rec.items():
-                    if v is not None and not isinstance(v, (str, list)):
-                        rec[k] = str(v) if not isinstance(v, (dict,)) else json.dumps(v)
-                rec["__error"] = None
-            except ValueError:
-                rec = {k: None for k in needed}
-                rec["__error"] = f"line {lineno}: not a JSON object"
-            rows.append(rec)
+            rows.append(parse_jsonl_line(raw, needed, lineno))
             if len(rows) >= batch_size:
                 yield _rows_to_batch(rows, needed)
                 rows = []

@@ -61,6 +61,16 @@ def sources(con, out: Path, top: int = 15) -> Path:
         "SELECT group_id, items, minor_rate, minor_rate_lo, minor_rate_hi, adult_sexual_rate, "
         "adult_sexual_rate_lo, adult_sexual_rate_hi, score FROM group_risk WHERE group_kind = 'source' "
         "ORDER BY score DESC, items DESC LIMIT ?", [top]).fetchall()
+    return rate_bars(rows, out / "sources.png", labels=[f"{r[0]} (n={r[1]}, score {r[8]:.2f})" for r in rows],
+                     xlabel="% of the source's items at screen (Wilson 95% interval)",
+                     title="Co-occurrence by source (riskiest first)")
+
+
+def rate_bars(rows, path: Path, *, labels, xlabel: str, title: str) -> Path:
+    """Paired minor / adult_sexual rate bars with Wilson error bars, one row per group.
+
+    ``rows``: (group_id, items, minor_rate, lo, hi, adult_sexual_rate, lo, hi, score) tuples.
+    """
     fig, ax = plt.subplots(figsize=(8, 0.42 * max(len(rows), 1) + 1.6))
     y = np.arange(len(rows))
     for k, (i, lo, hi, label, color) in enumerate([(2, 3, 4, "minor", "#3c8dbc"), (5, 6, 7, "adult_sexual", "#c0392b")]):
@@ -68,9 +78,9 @@ def sources(con, out: Path, top: int = 15) -> Path:
         err = [np.maximum(rate - np.array([r[lo] or 0 for r in rows]) * 100, 0),
                np.maximum(np.array([r[hi] or 0 for r in rows]) * 100 - rate, 0)]
         ax.barh(y + (k - 0.5) * 0.38, rate, height=0.36, xerr=err, capsize=2, color=color, label=label)
-    ax.set_yticks(y, [f"{r[0]} (n={r[1]}, score {r[8]:.2f})" for r in rows])
+    ax.set_yticks(y, labels)
     ax.invert_yaxis()
-    ax.set_xlabel("% of the source's items at screen (Wilson 95% interval)")
-    ax.set_title("Co-occurrence by source (riskiest first)")
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
     ax.legend(loc="lower right")
-    return _save(fig, out / "sources.png")
+    return _save(fig, path)

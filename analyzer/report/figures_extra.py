@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .figures import _save, plt
+from .figures import _save, plt, rate_bars
 
 
 def clusters(con, out: Path, top: int = 15) -> Path | None:
@@ -15,19 +15,9 @@ def clusters(con, out: Path, top: int = 15) -> Path | None:
         "ORDER BY score DESC, minor + adult_sexual DESC, items DESC, group_id LIMIT ?", [top]).fetchall()
     if not rows:
         return None
-    fig, ax = plt.subplots(figsize=(8, 0.42 * len(rows) + 1.6))
-    y = np.arange(len(rows))
-    for k, (i, lo, hi, label, color) in enumerate([(2, 3, 4, "minor", "#3c8dbc"), (5, 6, 7, "adult_sexual", "#c0392b")]):
-        rate = np.array([r[i] or 0 for r in rows]) * 100
-        err = [np.maximum(rate - np.array([r[lo] or 0 for r in rows]) * 100, 0),
-               np.maximum(np.array([r[hi] or 0 for r in rows]) * 100 - rate, 0)]
-        ax.barh(y + (k - 0.5) * 0.38, rate, height=0.36, xerr=err, capsize=2, color=color, label=label)
-    ax.set_yticks(y, [f"cluster {r[0]} (n={r[1]}, score {r[8]:.2f})" for r in rows])
-    ax.invert_yaxis()
-    ax.set_xlabel("% of the cluster's items at screen (Wilson 95% interval)")
-    ax.set_title("Co-occurrence by embedding cluster (riskiest first)")
-    ax.legend(loc="lower right")
-    return _save(fig, out / "clusters.png")
+    return rate_bars(rows, out / "clusters.png", labels=[f"cluster {r[0]} (n={r[1]}, score {r[8]:.2f})" for r in rows],
+                     xlabel="% of the cluster's items at screen (Wilson 95% interval)",
+                     title="Co-occurrence by embedding cluster (riskiest first)")
 
 
 def neighbourhoods(con, out: Path) -> Path | None:
