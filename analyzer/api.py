@@ -35,8 +35,12 @@ def scan(inputs: str | Path | Iterable[str | Path], *, out: str | Path, text_col
          embedding_column: str | None = None, encoder: str = "minilm", bank: str | None = None,
          batch_size: int | None = None, keep_embeddings: bool = True, embedding_modality: str | None = None,
          hash_lists: Iterable[str] = (), policy: str | None = None, engine: str = "local",
-         engine_options: dict | None = None, quiet: bool = False, overwrite: bool = False, seed: int = 0) -> Run:
-    """Scan a dataset into the run directory ``out`` and return the opened :class:`Run`."""
+         engine_options: dict | None = None, quiet: bool = False, overwrite: bool = False, seed: int = 0,
+         index_options: dict | None = None) -> Run:
+    """Scan a dataset into the run directory ``out`` and return the opened :class:`Run`.
+
+    ``index_options``: bounds of the R2 neighbour search (analyzer/index.py ``INDEX_DEFAULTS``: max_reference,
+    max_queries, max_exact_pairs, nprobe, nlist, max_fit_rows, chunk_rows; docs/scaling.md)."""
     from .pipeline import ScanConfig, run_scan
 
     cfg = ScanConfig(inputs=_paths(inputs), out=str(out),
@@ -44,7 +48,7 @@ def scan(inputs: str | Path | Iterable[str | Path], *, out: str | Path, text_col
                      encoder=encoder, bank=bank, batch_size=batch_size, keep_embeddings=keep_embeddings,
                      embedding_modality=embedding_modality, hash_lists=list(hash_lists), policy=policy,
                      engine=engine, engine_options=dict(engine_options or {}), quiet=quiet, overwrite=overwrite,
-                     seed=seed)
+                     seed=seed, index_options=dict(index_options or {}))
     run_scan(cfg)
     return Run(out)
 

@@ -45,12 +45,31 @@ def _col_kwargs(a) -> dict:
                 bank=a.bank, batch_size=a.batch_size, embedding_modality=a.embedding_modality, quiet=a.quiet)
 
 
+def _index_options(items) -> dict:
+    """``--index-option KEY=VALUE`` (repeatable) -> index_options; values are numbers."""
+    from .errors import InputError
+    from .index import resolve_index_options
+
+    opts = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError(item)
+            opts[key.strip()] = float(value) if "e" in value.lower() or "." in value else int(value)
+        except ValueError:
+            raise InputError(f"expected --index-option KEY=NUMBER (e.g. max_reference=500000), got {item!r}") from None
+    resolve_index_options(opts)
+    return opts
+
+
 def cmd_scan(a) -> int:
     from . import api
     from .engines.ray_options import cli_engine_options
 
     run = api.scan(a.inputs, out=a.out, hash_lists=a.hash_list or (), policy=a.policy, engine=a.engine,
                    engine_options=cli_engine_options(a.ray_address, a.ray_option),
+                   index_options=_index_options(a.index_option),
                    keep_embeddings=not a.no_embeddings, overwrite=a.overwrite, **_col_kwargs(a))
     s = run.summary
     print(f"scanned {s['items_scanned']} of {s['items_total']} items ({s['items_failed']} failed); "
@@ -132,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ray-option", action="append", metavar="KEY=VALUE",
                    help="Ray engine option, repeatable: concurrency=4, num_gpus=1, num_cpus=2, ingest_concurrency=8, "
                         "... (docs/scaling.md)")
+    s.add_argument("--index-option", action="append", metavar="KEY=VALUE",
+                   help="R2 neighbour search bound, repeatable: max_reference=500000, max_queries=100000, "
+                        "max_exact_pairs=1e9, nprobe=32, nlist=N, max_fit_rows=131072 (docs/scaling.md)")
     s.add_argument("--no-embeddings", action="store_true", help="do not keep embeddings (disables R2)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     s.set_defaults(func=cmd_scan)

@@ -59,11 +59,15 @@ def _unit_rows(vectors: np.ndarray, ids: list[str], what: str) -> np.ndarray:
 
 class HitExpander:
     """Streaming top-k search for neighbours of hit vectors: ``fit(hit_ids, hit_vectors)``, then
-    ``partial_fit(ids, embeddings)`` per batch (memory: k candidates per hit), then ``results()``."""
+    ``partial_fit(ids, embeddings)`` per batch (memory: k candidates per hit), then ``results()``.
 
-    def __init__(self, *, threshold: float = 0.9, k: int = 50):
+    ``check_unique`` (default) refuses an id seen in an earlier batch, which keeps every id seen in memory;
+    callers that stream already de-duplicated batches (``write_run_escalation``) pass False."""
+
+    def __init__(self, *, threshold: float = 0.9, k: int = 50, check_unique: bool = True):
         self.threshold = threshold
         self.k = k
+        self.check_unique = check_unique
 
     def fit(self, hit_ids: list[str], hit_vectors) -> "HitExpander":
         if not -1.0 <= float(self.threshold) <= 1.0:
@@ -79,11 +83,12 @@ class HitExpander:
 
     def partial_fit(self, ids: list[str], embeddings) -> "HitExpander":
         ids = [str(i) for i in ids]
-        dup = [i for i in ids if i in self._seen]
-        if len(set(ids)) != len(ids) or dup:
-            raise InputError("expected unique item ids across embedding batches, got duplicates "
-                             f"(e.g. {(dup or ids)[0]!r}); de-duplicate ids before expansion")
-        self._seen.update(ids)
+        if self.check_unique:
+            dup = [i for i in ids if i in self._seen]
+            if len(set(ids)) != len(ids) or dup:
+                raise InputError("expected unique item ids across embedding batches, got duplicates "
+                                 f"(e.g. {(dup or ids)[0]!r}); de-duplicate ids before expansion")
+            self._seen.update(ids)
         if self.hits_ is None or not ids:
             return self
         emb = _unit_rows(embeddings, ids, "item")
@@ -326,34 +331,47 @@ def write_run_escalation(run_dir, con, *, run_fingerprint: str | None = None, th
     expansions: list[dict] = []
     parts = sorted((run_dir / "embeddings").glob("part-*.parquet"))
     if hit_ids and parts:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        from .store import DUPLICATE_ERROR
+
+        # ids that occur more than once (later rows are marked in items): only those need a first-occurrence
+        # check while streaming, so no set of every id is held in memory
+        dup_ids = {r[0] for r in con.execute("SELECT DISTINCT item_id FROM items WHERE error = ?",
+                                             [DUPLICATE_ERROR]).fetchall()}
+
         def batches():
             seen: set[str] = set()
             for part in parts:
                 reader = pq.ParquetFile(part)
                 for rb in reader.iter_batches(batch_size=batch_rows, columns=["item_id", "embedding"]):
-                    ids = rb.column(0).to_pylist()
                     try:
                         mat, valid = embedding_matrix(rb.column(1))
                     except InputError:  # a batch without one usable vector: nothing to compare
                         continue
                     valid = valid & np.isfinite(mat).all(axis=1) & (np.abs(mat).sum(axis=1) > 0)
-                    keep = [j for j, i in enumerate(ids) if valid[j] and i not in seen]
-                    seen.update(ids[j] for j in keep)
-                    if keep:
-                        yield [ids[j] for j in keep], mat[keep]
+                    if dup_ids:
+                        is_dup = pc.is_in(rb.column(0), value_set=pa.array(sorted(dup_ids), pa.string()))
+                        for j in np.flatnonzero(valid & is_dup.to_numpy(zero_copy_only=False)):
+                            i = rb.column(0)[int(j)].as_py()
+                            valid[j] = i not in seen  # first valid occurrence of a duplicated id wins
+                            seen.add(i)
+                    keep = np.flatnonzero(valid)
+                    if len(keep):
+                        yield rb.column(0).take(pa.array(keep)), mat[keep]
 
-        wanted = set(hit_ids)
+        wanted = pa.array(hit_ids, pa.string())
         hit_vecs: dict[str, np.ndarray] = {}
         for ids, mat in batches():  # pass 1: the hits' own vectors
-            for j, i in enumerate(ids):
-                if i in wanted and i not in hit_vecs:
-                    hit_vecs[i] = mat[j]
+            for j in np.flatnonzero(pc.is_in(ids, value_set=wanted).to_numpy(zero_copy_only=False)):
+                hit_vecs.setdefault(ids[int(j)].as_py(), mat[j].copy())
         present = [h for h in hit_ids if h in hit_vecs]
         if present:
             vecs = np.stack([hit_vecs[h] for h in present])
-            expander = HitExpander(threshold=threshold, k=k).fit(present, vecs)
+            expander = HitExpander(threshold=threshold, k=k, check_unique=False).fit(present, vecs)
             for ids, mat in batches():  # pass 2: neighbours
-                expander.partial_fit(ids, mat)
+                expander.partial_fit(ids.to_pylist(), mat)
             expansions = expander.results()
     return write_escalation_package(run_dir, matches=matches, r1_items=r1_items, expansions=expansions,
                                     run_fingerprint=run_fingerprint, references=refs)

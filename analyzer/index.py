@@ -6,14 +6,29 @@ chunks and is joined to the catalog BY ``item_id``, never by position:
 - ``EmbeddingKMeans``: a seeded scikit-learn style estimator (faiss spherical k-means on unit vectors),
   fitted on a seeded uniform sample of the stream (at most ``max_fit_rows`` vectors), then every item is
   assigned; ``n_clusters=None`` picks ``choose_k(n)`` = clip(round(sqrt(n / 2)), 2, 1000).
-- ``StreamingKNN``: exact top-K inner-product neighbours of a fixed query set against a stream of base
-  chunks (faiss ``IndexFlatIP`` per chunk, running top-K merge; memory O(queries x K + one chunk)).
+- ``StreamingKNN`` (exact, streamed chunks) and ``IVFKNN`` (an inverted file over the k-means clusters: no extra
+  training or assignment pass; each query searches its ``nprobe`` nearest lists exactly): analyzer/knn.py.
 - ``build_index(con, store)``: writes the catalog tables ``clusters (item_id, cluster, similarity)`` and
   ``flagged_neighbours (item_id, neighbour_id, rank, similarity)`` for every item tagged ``minor`` or
   ``adult_sexual`` at screen. Runs without embeddings get empty tables (R2 and cluster R3 are then absent).
+
+Cost bounds of the neighbour search (options, ``INDEX_DEFAULTS``; every sample seeded, everything recorded
+in the returned info, stored as the catalog's ``runs`` key ``index_info`` and shown in the report's R2 section):
+
+- queries: the flagged items, at most ``max_queries`` (a seeded uniform sample above it; R4 scales bridges up);
+- reference (the items searched as neighbours): every embedded item, or above ``max_reference`` a seeded
+  uniform sample of exactly ``max_reference`` of them. Uniform on purpose: flagged items keep their dataset
+  rate in it, so a neighbourhood's share of the other concept (R2) stays an unbiased estimate (over a wider
+  neighbourhood: k neighbours in a sample at rate r stand for about k / r in the dataset). Over-weighting the
+  flagged items in the reference would inflate every R2 share.
+- search: exact (faiss ``IndexFlatIP``) while queries x reference <= ``max_exact_pairs`` (the demo and the
+  tests: every item, exact, the same tables as before these bounds); otherwise ``IVFKNN`` over the clusters
+  (k = choose_k(n) lists, ``nprobe`` of them searched per query). Cost: at most about max_queries x
+  max_reference x nprobe / k vector products (1.6e9 with the defaults at k = 1000), whatever the dataset size.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 from pathlib import Path
@@ -25,10 +40,42 @@ import pyarrow.parquet as pq
 from sklearn.base import BaseEstimator, ClusterMixin
 
 from .errors import InputError
+from .ingest.standardize import embedding_matrix
+from .knn import NEIGHBOURS_KEPT, IVFKNN, StreamingKNN, _unit  # noqa: F401 - re-exported
 
 log = logging.getLogger("analyzer")
 
-NEIGHBOURS_KEPT = 20  # K neighbours stored per flagged item (R2 uses k <= K; the rest absorbs removals)
+
+# The index options (scan(..., index_options={...}), `analyzer scan --index-option KEY=VALUE`); None: automatic.
+INDEX_DEFAULTS = {
+    "max_reference": 500_000,  # items searched as neighbours; above, a seeded uniform sample of this many
+    "max_queries": 100_000,  # flagged items given neighbours; above, a seeded uniform sample of this many
+    "max_exact_pairs": 1e9,  # exact search only while queries x reference <= this (and no reference sample)
+    "nprobe": 32,  # IVF lists searched per query
+    "max_fit_rows": 131_072,  # k-means sample (the clusters are also the IVF lists)
+    "chunk_rows": 65_536,  # rows per streamed chunk
+}
+
+
+def resolve_index_options(options: dict | None = None) -> dict:
+    """``INDEX_DEFAULTS`` updated by ``options`` (None values keep the default); raises InputError on bad ones."""
+    out = dict(INDEX_DEFAULTS)
+    for key, value in (options or {}).items():
+        if key not in INDEX_DEFAULTS:
+            raise InputError(f"expected an index option among {', '.join(INDEX_DEFAULTS)}, got {key!r}; "
+                             "see docs/scaling.md (R2 and the index stage)")
+        if value is None:
+            continue
+        number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+        if key == "max_exact_pairs":  # inf: always exact
+            if not number or math.isnan(float(value)) or value < 0:
+                raise InputError(f"expected index option {key} to be a number >= 0 (inf: always exact), got {value!r}")
+            out[key] = float(value)
+        else:
+            if not number or not math.isfinite(float(value)) or not float(value).is_integer() or value < 1:
+                raise InputError(f"expected index option {key} to be a whole number >= 1, got {value!r}")
+            out[key] = int(value)
+    return out
 
 
 def choose_k(n: int) -> int:
@@ -36,13 +83,6 @@ def choose_k(n: int) -> int:
     if n < 1:
         return 0
     return int(min(n, max(2, min(1000, round(math.sqrt(n / 2))))))
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.sqrt(np.einsum("ij,ij->i", x, x))[:, None]
-    norms[norms == 0] = 1.0
-    return x / norms
 
 
 class EmbeddingKMeans(ClusterMixin, BaseEstimator):
@@ -82,13 +122,16 @@ class EmbeddingKMeans(ClusterMixin, BaseEstimator):
         """Cluster of each row (the most similar centroid)."""
         return self.predict_with_similarity(X)[0]
 
-    def predict_with_similarity(self, X):
+    def predict_with_similarity(self, X, block: int = 8192):
         if not hasattr(self, "cluster_centers_"):
             raise InputError("expected a fitted EmbeddingKMeans, got an unfitted one; call fit first")
-        X = _unit(self._check(X))
-        sims = X @ self.cluster_centers_.T
-        lab = sims.argmax(axis=1)
-        return lab.astype(np.int32), sims[np.arange(len(X)), lab].astype(np.float32)
+        X = np.asarray(X)
+        lab, best = np.empty(len(X), dtype=np.int32), np.empty(len(X), dtype=np.float32)
+        for s in range(0, max(len(X), 1), block):  # blocks: the similarity matrix stays block x k
+            sims = _unit(self._check(X[s:s + block])) @ self.cluster_centers_.T
+            lab[s:s + block] = sims.argmax(axis=1)
+            best[s:s + block] = sims[np.arange(len(sims)), lab[s:s + block]]
+        return lab, best
 
     def fit_predict(self, X, y=None):
         return self.fit(X).predict(X)
@@ -101,49 +144,6 @@ class EmbeddingKMeans(ClusterMixin, BaseEstimator):
         if not np.isfinite(X).all():
             raise InputError("expected finite embeddings, got NaN or inf values")
         return X
-
-
-class StreamingKNN:
-    """Exact top-K inner-product neighbours of ``queries`` against base chunks fed one at a time.
-
-    ``add_chunk(ids, vectors)`` merges one chunk; a base row with the query's own id is never its neighbour.
-    Results (``result()``): neighbour ids (object array q x K, None where fewer were seen) and similarities.
-    """
-
-    def __init__(self, query_ids, queries: np.ndarray, k: int = NEIGHBOURS_KEPT):
-        self.qids = np.asarray(query_ids, dtype=object)
-        self.q = _unit(queries)
-        if len(self.qids) != len(self.q):
-            raise InputError(f"expected one query id per query vector, got {len(self.qids)} ids and {len(self.q)} vectors")
-        self.k = int(k)
-        self.sims = np.full((len(self.q), self.k), -np.inf, dtype=np.float32)
-        self.ids = np.full((len(self.q), self.k), None, dtype=object)
-
-    def add_chunk(self, ids, vectors: np.ndarray, query_block: int = 8192) -> None:
-        import faiss
-
-        if not len(self.q) or not len(ids):
-            return
-        ids = np.asarray(ids, dtype=object)
-        index = faiss.IndexFlatIP(self.q.shape[1])
-        index.add(_unit(vectors))
-        kk = min(self.k + 1, len(ids))
-        for s in range(0, len(self.q), query_block):
-            e = min(s + query_block, len(self.q))
-            D, I = index.search(self.q[s:e], kk)
-            cand_ids = ids[I]
-            D = D.astype(np.float32)
-            D[cand_ids == self.qids[s:e, None]] = -np.inf  # never your own neighbour
-            all_s = np.concatenate([self.sims[s:e], D], axis=1)
-            all_i = np.concatenate([self.ids[s:e], cand_ids], axis=1)
-            top = np.argsort(-all_s, axis=1, kind="stable")[:, : self.k]
-            self.sims[s:e] = np.take_along_axis(all_s, top, axis=1)
-            self.ids[s:e] = np.take_along_axis(all_i, top, axis=1)
-
-    def result(self):
-        ids = self.ids.copy()
-        ids[~np.isfinite(self.sims)] = None
-        return ids, self.sims
 
 
 # ---- streaming over a run's embedding parts ---------------------------------------------------------------
@@ -170,11 +170,8 @@ def iter_embeddings(store, *, chunk_rows: int = 65536, duplicate_ids: Iterable[s
         pf = pq.ParquetFile(path)
         for batch in pf.iter_batches(batch_size=chunk_rows, columns=["item_id", "embedding"]):
             ids = np.asarray(batch.column(0).to_pylist(), dtype=object)
-            emb = batch.column(1)
-            if isinstance(emb, pa.ChunkedArray):
-                emb = emb.combine_chunks()
-            d = emb.type.list_size
-            mat = emb.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(ids), d)
+            # fixed_size_list<float16> or the "binary" layout (ANALYZER_EMBEDDING_PARTS=binary), widened to float32
+            mat, _ = embedding_matrix(batch.column(1), check_finite=False)
             keep = np.ones(len(ids), dtype=bool)
             if dups:
                 for i, x in enumerate(ids):
@@ -186,6 +183,8 @@ def iter_embeddings(store, *, chunk_rows: int = 65536, duplicate_ids: Iterable[s
                 keep &= rng.random(len(ids)) < sample_rate
             if keep.any():
                 yield ids[keep], _unit(mat[keep])
+            del batch, mat
+            pa.default_memory_pool().release_unused()  # Arrow's allocator keeps freed chunks (hundreds of MB)
 
 
 def _load_table(con, name: str, table: pa.Table) -> None:
@@ -196,71 +195,98 @@ def _load_table(con, name: str, table: pa.Table) -> None:
         con.unregister("_index_tmp")
 
 
-def build_index(con, store, *, seed: int = 0, n_clusters: int | None = None, neighbours: int = NEIGHBOURS_KEPT,
-                chunk_rows: int = 65536, max_base: int = 5_000_000,
-                max_fit_rows: int = 131_072, max_queries: int = 100_000, max_pairs: float = 2e10) -> dict:
-    """Write ``clusters`` and ``flagged_neighbours``; returns what was done.
+def _runs_json(con, key: str) -> dict:
+    """A JSON value of the catalog's ``runs`` table ({} when absent, or in a catalog without that table)."""
+    try:
+        rows = con.execute("SELECT value FROM runs WHERE key = ?", [key]).fetchall()
+    except Exception:  # noqa: BLE001 - a catalog without the runs table
+        rows = []
+    return json.loads(rows[0][0]) if rows else {}
 
-    Budgets (CPU-friendly; every sample is seeded and reported): k-means is fitted on at most
-    ``max_fit_rows`` vectors (a uniform sample; every item is still assigned a cluster); neighbours are
-    searched for at most ``max_queries`` flagged items (a uniform sample of them above that) in a base of
-    at most ``max_base`` items and ``max_pairs`` query x base pairs (a uniform sample of the base above that).
+
+FLAGGED = "coalesce(minor_screen, false) OR coalesce(adult_sexual_screen, false)"
+
+
+def _query_ids(con, max_queries: int, seed: int) -> tuple[set, int]:
+    """The flagged ids that get neighbours: all of them, or a seeded uniform sample of ``max_queries`` (positions
+    in item_id order drawn with seed + 2; the ids are fetched by DuckDB, never all held in Python)."""
+    n = con.execute(f"SELECT count(*) FROM scanned WHERE {FLAGGED}").fetchall()[0][0]
+    if n <= max_queries:
+        return {r[0] for r in con.execute(f"SELECT item_id FROM scanned WHERE {FLAGGED}").fetchall()}, n
+    pick = np.sort(np.random.default_rng(seed + 2).choice(n, size=max_queries, replace=False))
+    con.register("_index_pick", pa.table({"pos": pa.array(pick, pa.int64())}))
+    try:
+        rows = con.execute(f"SELECT item_id FROM (SELECT item_id, row_number() OVER (ORDER BY item_id) - 1 AS pos "
+                           f"FROM scanned WHERE {FLAGGED}) SEMI JOIN _index_pick USING (pos)").fetchall()
+    finally:
+        con.unregister("_index_pick")
+    return {r[0] for r in rows}, n
+
+
+def build_index(con, store, *, seed: int = 0, n_clusters: int | None = None, neighbours: int = NEIGHBOURS_KEPT,
+                **options) -> dict:
+    """Write ``clusters`` and ``flagged_neighbours``; returns what was done (recorded as ``index_info``).
+
+    ``options`` (see ``INDEX_DEFAULTS``; a keyword given here wins over the ``index_options`` the scan
+    recorded in the catalog): ``max_reference``, ``max_queries``, ``max_exact_pairs``, ``nprobe``, ``max_fit_rows``,
+    ``chunk_rows``. Two streaming passes over the embedding parts; memory holds the k-means
+    sample, the query vectors and (approximate search) the reference's float16 codes, never all embeddings.
     """
+    opts = resolve_index_options({**_runs_json(con, "index_options"), **options})  # as the scan recorded them
     con.execute("CREATE OR REPLACE TABLE clusters (item_id VARCHAR, cluster INTEGER, similarity FLOAT)")
     con.execute("CREATE OR REPLACE TABLE flagged_neighbours (item_id VARCHAR, neighbour_id VARCHAR, "
                 "rank INTEGER, similarity FLOAT)")
-    info = {"embeddings": False, "k": 0, "rows": 0, "queries": 0, "neighbours": neighbours,
-            "fit_sample_rate": 1.0, "query_sample_rate": 1.0, "base_sample_rate": 1.0}
+    info = {"embeddings": False, "k": 0, "rows": 0, "queries": 0, "flagged": 0, "neighbours": neighbours,
+            "search": None, "exhaustive": False, "reference_rows": 0, "nlist": None, "nprobe": None,
+            "fit_sample_rate": 1.0, "query_sample_rate": 1.0, "reference_sample_rate": 1.0, "base_sample_rate": 1.0,
+            "options": {k: "inf" if v == math.inf else v for k, v in opts.items()}}  # strict JSON: DuckDB reads it
     if store is None or not embedding_parts(store):
         return info
     dups = [r[0] for r in con.execute(
         "SELECT item_id FROM items GROUP BY item_id HAVING count(*) > 1").fetchall()]
-    n = sum(pq.ParquetFile(p).metadata.num_rows for p in embedding_parts(store)) - len(dups)
-    if n < 2:
-        return info
-    k = int(n_clusters) if n_clusters else choose_k(n)
-    km = EmbeddingKMeans(n_clusters=k, seed=seed)
-    fit_rate = min(1.0, max_fit_rows / n)
-    stream = dict(chunk_rows=chunk_rows, duplicate_ids=dups)
-    flagged = sorted(r[0] for r in con.execute(
-        "SELECT item_id FROM scanned WHERE coalesce(minor_screen, false) OR coalesce(adult_sexual_screen, false)"
-    ).fetchall())
-    q_rate = min(1.0, max_queries / max(len(flagged), 1))
-    if q_rate < 1.0:
-        pick = np.random.default_rng(seed + 2).choice(len(flagged), size=max_queries, replace=False)
-        flagged = [flagged[i] for i in sorted(pick)]
-    flagged = set(flagged)
-    # Pass 1: a seeded sample for k-means, and the query vectors of the flagged items (joined by id).
-    sample, qids, qvec = [], [], []
+    stream = dict(chunk_rows=opts["chunk_rows"], duplicate_ids=dups)
+    flagged, n_flagged = _query_ids(con, opts["max_queries"], seed)
+    # Pass 1: count the rows, a seeded sample for k-means, the query vectors (joined by id).
+    n_est = sum(pq.ParquetFile(p).metadata.num_rows for p in embedding_parts(store)) - len(dups)
+    fit_rate = min(1.0, opts["max_fit_rows"] / max(n_est, 1))
+    sample, qids, qvec, n = [], [], [], 0
     fit_rng = np.random.default_rng(seed)
     for ids, X in iter_embeddings(store, **stream):
-        if fit_rate < 1.0:
-            sample.append(X[fit_rng.random(len(ids)) < fit_rate])
-        else:
-            sample.append(X)
+        n += len(ids)
+        sample.append(X[fit_rng.random(len(ids)) < fit_rate] if fit_rate < 1.0 else X)
         sel = np.fromiter((x in flagged for x in ids), dtype=bool, count=len(ids))
         if sel.any():
             qids.append(ids[sel])
             qvec.append(X[sel])
+    if n < 2:
+        return info
+    k = int(n_clusters) if n_clusters else choose_k(n)
     sample = np.concatenate(sample)
     if len(sample) < k:  # a tiny sample: fit on everything
         sample = np.concatenate([X for _, X in iter_embeddings(store, **stream)])
-    km.fit(sample)
-    del sample
-    q_total = sum(len(x) for x in qids)
-    rate = min(1.0, max_base / n, max_pairs / max(q_total * n, 1))
-    knn = StreamingKNN(np.concatenate(qids) if qids else np.array([], dtype=object),
-                       np.concatenate(qvec) if qvec else np.zeros((0, km.n_features_in_), np.float32), k=neighbours)
-    # Pass 2: cluster of every item, neighbours of the queries (base: every item, or a seeded sample).
-    sampler = np.random.default_rng(seed + 1)
+    km = EmbeddingKMeans(n_clusters=k, seed=seed).fit(sample)
+    q_ids = np.concatenate(qids) if qids else np.array([], dtype=object)
+    q_vec = np.concatenate(qvec) if qvec else np.zeros((0, km.n_features_in_), np.float32)
+    del qids, qvec
+    # The reference: every row, or exactly max_reference rows at seeded uniform positions of the stream.
+    m = min(n, opts["max_reference"])
+    ref_pos = None if m == n else np.sort(np.random.default_rng(seed + 1).choice(n, size=m, replace=False))
+    exact = len(q_ids) * m <= opts["max_exact_pairs"]
+    knn = (StreamingKNN(q_ids, q_vec, k=neighbours) if exact else
+           IVFKNN(q_ids, q_vec, k=neighbours, centroids=km.cluster_centers_, nprobe=opts["nprobe"]))
+    del sample, q_vec
+    # Pass 2: cluster of every item; the reference rows go into the neighbour search.
+    offset = 0
     for ids, X in iter_embeddings(store, **stream):
         lab, sim = km.predict_with_similarity(X)
         _load_table(con, "clusters", pa.table({"item_id": pa.array(ids.tolist(), pa.string()),
                                                "cluster": pa.array(lab), "similarity": pa.array(sim)}))
-        if rate < 1.0:
-            keep = sampler.random(len(ids)) < rate
-            ids, X = ids[keep], X[keep]
-        knn.add_chunk(ids, X)
+        if ref_pos is not None:
+            lo, hi = np.searchsorted(ref_pos, [offset, offset + len(ids)])
+            keep = ref_pos[lo:hi] - offset
+            offset += len(ids)
+            ids, X, lab = ids[keep], X[keep], lab[keep]
+        knn.add_chunk(ids, X) if exact else knn.add_chunk(ids, X, lists=lab)
     nb_ids, nb_sims = knn.result()
     q, kk = nb_ids.shape
     if q:
@@ -270,6 +296,36 @@ def build_index(con, store, *, seed: int = 0, n_clusters: int | None = None, nei
         _load_table(con, "flagged_neighbours", pa.table({
             "item_id": pa.array(rows_q.tolist(), pa.string()), "neighbour_id": pa.array(nb_ids[valid].tolist(), pa.string()),
             "rank": pa.array(ranks), "similarity": pa.array(nb_sims[valid])}))
-    info.update(embeddings=True, k=int(km.n_clusters_), rows=int(n), queries=int(q), fit_sample_rate=fit_rate,
-                query_sample_rate=q_rate, base_sample_rate=rate)
+    q_rate = min(1.0, opts["max_queries"] / max(n_flagged, 1))
+    info.update(embeddings=True, k=int(km.n_clusters_), rows=int(n), queries=int(q), flagged=int(n_flagged),
+                search="exact" if exact else "ivf_clusters", exhaustive=bool(exact and m == n and q_rate == 1.0),
+                reference_rows=int(m), nlist=None if exact else knn.nlist, nprobe=None if exact else knn.nprobe,
+                fit_sample_rate=fit_rate, query_sample_rate=q_rate, reference_sample_rate=m / n,
+                base_sample_rate=m / n)
     return info
+
+
+def index_info(con) -> dict:
+    """The ``index_info`` that ``build_index`` returned, as analyzer/risk.py recorded it in the catalog, or {}."""
+    return _runs_json(con, "index_info")
+
+
+def describe_search(info: dict) -> str:
+    """One sentence for the report's R2 section: exhaustive, or which samples and which approximation."""
+    if not info.get("embeddings"):
+        return "Neighbour search: not run (no embeddings kept)."
+    if info.get("exhaustive"):
+        return (f"Neighbour search: exact and exhaustive (every one of the {info['flagged']:,} flagged items against "
+                f"all {info['rows']:,} embedded items).")
+    parts = []
+    if info.get("query_sample_rate", 1.0) < 1.0:
+        parts.append(f"**sampled queries**: {info['queries']:,} of {info['flagged']:,} flagged items (seeded uniform "
+                     f"sample, rate {info['query_sample_rate']:.3g}; R4 scales the bridge count up by it)")
+    if info.get("reference_sample_rate", 1.0) < 1.0:
+        parts.append(f"**sampled reference**: neighbours drawn from {info['reference_rows']:,} of {info['rows']:,} "
+                     f"embedded items (seeded uniform sample, rate {info['reference_sample_rate']:.3g}; the k "
+                     f"neighbours stand for a neighbourhood about 1/rate times wider)")
+    if info.get("search") != "exact":
+        parts.append(f"**approximate search**: inverted file over the {info.get('nlist')} clusters, the "
+                     f"{info.get('nprobe')} nearest searched per query")
+    return "Neighbour search is NOT exhaustive: " + "; ".join(parts) + ". Bridges not listed here may exist."

@@ -19,6 +19,7 @@ from pathlib import Path
 from . import __version__
 from .errors import InputError
 from .ingest import ColumnSpec, open_input
+from .engines.local import _Background, _PartWriter, _write_hash_part, run_hash_parts, run_parts_local  # noqa: F401
 from .store import RunStore
 
 log = logging.getLogger("analyzer")
@@ -43,6 +44,7 @@ class ScanConfig:
     policy: str | None = None
     engine: str = "local"
     engine_options: dict = field(default_factory=dict)
+    index_options: dict = field(default_factory=dict)  # analyzer/index.py INDEX_DEFAULTS (R2 neighbour search bounds)
     quiet: bool = False
     overwrite: bool = False
     seed: int = 0
@@ -101,7 +103,21 @@ def prepare_scan(cfg: ScanConfig):
         hashes = HashMatcher(load_hash_lists(cfg.hash_lists))
     if cfg.embedding_modality is None:
         cfg.embedding_modality = "image" if getattr(encoder, "supports_images", False) else "text"
-    model = fit_concept_model(bank, encoder, seed=cfg.seed)
+
+    def reads_images() -> bool:
+        # image bytes are scored as image embeddings only by an encoder with an image tower
+        if not getattr(encoder, "supports_images", False):
+            return False
+        if getattr(reader, "kind", None) == "imagefolder":
+            return True
+        for batch in reader.iter_batches(256):  # first batch only: image bytes or none
+            return "image" in batch.schema.names and batch.column("image").null_count < batch.num_rows
+        return False
+
+    # Rows scored as image embeddings use text-calibrated thresholds: the model says "uncalibrated" from the
+    # start, so RUN/model.json, summary.json and the report carry the warning (docs/concepts.md).
+    image_rows = (cfg.embedding_modality == "image" and getattr(reader, "has_embeddings", False)) or reads_images()
+    model = fit_concept_model(bank, encoder, seed=cfg.seed, modality="image" if image_rows else "text")
     return reader, bank, encoder, model, hashes
 
 
@@ -136,6 +152,8 @@ def _peek_embedding_dim(reader) -> int | None:
 
 def run_scan(cfg: ScanConfig) -> Path:
     t0 = time.perf_counter()
+    _check_engine(cfg)  # a bad engine or option is bad input before anything is read or written
+    _prefetch_torch()
     reader, bank, encoder, model, hashes = prepare_scan(cfg)
     store = RunStore(cfg.out)
     state = _state(cfg, reader, encoder, bank)
@@ -165,159 +183,42 @@ def run_scan(cfg: ScanConfig) -> Path:
     return store.root
 
 
-def run_parts_local(cfg, reader, encoder, model, store, hashes=None) -> int:
-    from .tagging import tag_batch
+def _check_engine(cfg: ScanConfig) -> None:
+    from .index import resolve_index_options
 
-    total = reader.count_rows() if hasattr(reader, "count_rows") else None
-    bar = progress(total, "embed+tag", quiet=cfg.quiet)
-    rows = 0
-    matches_dir = store.root / "parts" / "hash_matches"
-    # Three overlapping steps (Arrow, numpy and torch release the GIL): a thread reads and standardises the next
-    # batch, this thread tags the current one, a thread writes the previous parts. Queues of PREFETCH_BATCHES
-    # keep memory bounded; a part's marker is still written after its files, so a kill loses no finished part.
-    with _Background(reader.iter_batches(cfg.batch_size), PREFETCH_BATCHES, "read") as batches, \
-            _PartWriter(store, PREFETCH_BATCHES) as writer:
-        for i, batch in enumerate(batches):
-            rows += batch.num_rows
-            if store.part_done(i):
-                bar.update(batch.num_rows)
-                continue
-            items, emb = tag_batch(batch, encoder, model, embedding_modality=cfg.embedding_modality,
-                                   keep_embeddings=cfg.keep_embeddings)
-            if hashes is not None:
-                _write_hash_part(hashes, batch, matches_dir, i)
-            writer.put(i, items, emb)
-            bar.update(batch.num_rows)
-    bar.close()
-    return rows
+    resolve_index_options(cfg.index_options)  # a bad index option fails before anything is written
+    if cfg.engine not in ("local", "ray"):
+        raise InputError(f"expected --engine local or ray, got {cfg.engine!r}")
+    if cfg.engine == "ray":
+        from .engines.ray_options import check_options
+
+        cfg.engine_options = check_options(cfg.engine_options)
+    elif cfg.engine_options:
+        raise InputError(f"expected no engine options with the local engine, got {', '.join(sorted(cfg.engine_options))}; "
+                         "pass --engine ray or drop the options")
 
 
-class _Background:
-    """Iterate ``it`` in a daemon thread, at most ``depth`` items ahead; its exceptions re-raise here."""
+def _prefetch_torch() -> None:
+    """Import torch in a background thread while the scan is prepared: every scan needs it (the encoders, and the
+    vectorised float16 casts of precomputed vectors) and the import takes seconds."""
+    import threading
 
-    _END = object()
+    from .ingest.standardize import _torch
 
-    def __init__(self, it, depth: int, name: str):
-        import queue
-        import threading
-
-        self._it, self._q, self._stop = it, queue.Queue(maxsize=max(1, depth)), threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"analyzer-{name}", daemon=True)
-
-    def _run(self):
-        try:
-            for x in self._it:
-                if not self._put((True, x)):
-                    return
-            self._put((True, self._END))
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            self._put((False, exc))
-
-    def _put(self, item) -> bool:
-        import queue
-
-        while not self._stop.is_set():
-            try:
-                self._q.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __iter__(self):
-        while True:
-            ok, x = self._q.get()
-            if not ok:
-                raise x
-            if x is self._END:
-                return
-            yield x
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(timeout=5)
-        return False
-
-
-class _PartWriter:
-    """Write parts (files, then marker) in order in a daemon thread; errors re-raise on put or on exit."""
-
-    def __init__(self, store, depth: int):
-        import queue
-        import threading
-
-        self._store, self._q, self._error = store, queue.Queue(maxsize=max(1, depth)), None
-        self._thread = threading.Thread(target=self._run, name="analyzer-write", daemon=True)
-
-    def _run(self):
-        while True:
-            job = self._q.get()
-            if job is None:
-                return
-            if self._error is None:
-                try:
-                    self._store.write_part(*job)
-                except BaseException as exc:  # noqa: BLE001 - handed to the producer
-                    self._error = exc
-
-    def put(self, i, items, emb) -> None:
-        if self._error is not None:
-            raise self._error
-        self._q.put((i, items, emb))
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, exc_type, *exc):
-        self._q.put(None)  # parts already tagged are written even when tagging stopped on an error
-        self._thread.join()
-        if self._error is not None and exc_type is None:
-            raise self._error
-        return False
-
-
-def run_hash_parts(cfg, reader, store, hashes) -> None:
-    """Hash-match every batch (used after engines that only embed and tag)."""
-    matches_dir = store.root / "parts" / "hash_matches"
-    bar = progress(reader.count_rows() if hasattr(reader, "count_rows") else None, "hash-match", quiet=cfg.quiet)
-    for i, batch in enumerate(reader.iter_batches(cfg.batch_size)):
-        if not (matches_dir / f"part-{i:05d}.parquet").exists():
-            _write_hash_part(hashes, batch, matches_dir, i)
-        bar.update(batch.num_rows)
-    bar.close()
-
-
-def _write_hash_part(hashes, batch, matches_dir: Path, i: int) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    matches = hashes.match_batch(batch.column("item_id").to_pylist(), batch.column("url").to_pylist(),
-                                 batch.column("image").to_pylist())
-    matches_dir.mkdir(parents=True, exist_ok=True)
-    tbl = pa.table({
-        "item_id": pa.array([m["item_id"] for m in matches], pa.string()),
-        "list_name": pa.array([m["list_name"] for m in matches], pa.string()),
-        "hash_kind": pa.array([m["hash_kind"] for m in matches], pa.string()),
-        "distance": pa.array([int(m["distance"]) for m in matches], pa.int32()),
-        "item_hash": pa.array([m.get("item_hash") for m in matches], pa.string()),
-    })
-    tmp = matches_dir / f"part-{i:05d}.parquet.tmp"
-    pq.write_table(tbl, tmp)
-    tmp.replace(matches_dir / f"part-{i:05d}.parquet")
+    threading.Thread(target=_torch, name="analyzer-import-torch", daemon=True).start()
 
 
 def finalize(cfg, store: RunStore, reader, bank, encoder, model, *, hashes=None, timings=None, resumed=False):
     """Catalog, risk, recommendations, report. Re-run in full on resume (cheap next to the parts)."""
     from .ingest import file_sha256
+    from .policy import remember_sha256
     from .recommend import build_recommendations
     from .report import write_report
     from .risk import build_risk
 
+    # Fingerprints of the inputs (a full read of every input file) in a background thread while DuckDB builds the
+    # catalog and risk tables (hashlib releases the GIL); the sign-off's input check reuses them (remember_sha256).
+    shas = _InBackground(lambda: [_sha256_or_none(p, file_sha256) for p in reader.files], "sha256")
     run_row = {
         "run_id": store.root.name, "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "analyzer_version": __version__, "encoder": encoder.name, "encoder_fingerprint": encoder.fingerprint,
@@ -332,6 +233,8 @@ def finalize(cfg, store: RunStore, reader, bank, encoder, model, *, hashes=None,
             con.execute("INSERT INTO hash_matches SELECT item_id, list_name, hash_kind, distance, item_hash "
                         "FROM read_parquet($f)", {"f": [str(p) for p in sorted(mdir.glob("*.parquet"))]})
         store.mark_stage("catalog")
+        if cfg.index_options:  # read by analyzer/index.py build_index (and by any later rebuild of this catalog)
+            con.execute("INSERT INTO runs VALUES ('index_options', ?)", [json.dumps(cfg.index_options)])
         build_risk(con, store, quiet=cfg.quiet, seed=cfg.seed)
         store.mark_stage("risk")
         from .escalation import write_run_escalation  # RUN/escalation/: ids, hashes, source refs (0700/0600)
@@ -342,8 +245,10 @@ def finalize(cfg, store: RunStore, reader, bank, encoder, model, *, hashes=None,
         store.mark_stage("recommend")
     finally:
         con.close()
-    inputs = [{"path": str(p), "resolved": str(Path(p).resolve()), "sha256": _sha256_or_none(p, file_sha256)}
-              for p in reader.files]
+    inputs = [{"path": str(p), "resolved": str(Path(p).resolve()), "sha256": sha}
+              for p, sha in zip(reader.files, shas.result())]
+    for x in inputs:
+        remember_sha256(x["resolved"], x["sha256"])
     model_sha = hashlib.sha256((store.root / "model.json").read_bytes()).hexdigest()
     config = {
         "analyzer_version": __version__,
@@ -369,6 +274,29 @@ def finalize(cfg, store: RunStore, reader, bank, encoder, model, *, hashes=None,
 
     shutil.rmtree(store.root / "_duckdb_tmp", ignore_errors=True)  # DuckDB's spill files (ANALYZER_DUCKDB_MEMORY)
     store.mark_success()
+
+
+class _InBackground:
+    """Run ``fn`` in a daemon thread (a failed scan does not wait for it); ``result()`` waits and re-raises."""
+
+    def __init__(self, fn, name: str):
+        import threading
+
+        self._fn, self._out, self._exc = fn, None, None
+        self._thread = threading.Thread(target=self._run, name=f"analyzer-{name}", daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        try:
+            self._out = self._fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised by result()
+            self._exc = exc
+
+    def result(self):
+        self._thread.join()
+        if self._exc is not None:
+            raise self._exc
+        return self._out
 
 
 def _sha256_or_none(p, file_sha256):

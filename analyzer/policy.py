@@ -225,9 +225,34 @@ def _input_rows(config: dict) -> int | None:
     return total if config.get("inputs") else None
 
 
-def fingerprint_gate(config: dict, verify: bool) -> dict:
+# sha256 of input files hashed by this process moments ago (pipeline.finalize), keyed by (resolved path, size,
+# mtime_ns): the scan's own sign-off does not read a 10 GB input twice; a changed size or mtime re-hashes.
+_FRESH_SHA256: dict[tuple, str] = {}
+
+
+def _stat_key(p: Path):
+    try:
+        st = Path(p).resolve().stat()
+    except OSError:
+        return None
+    return (str(Path(p).resolve()), st.st_size, st.st_mtime_ns)
+
+
+def remember_sha256(p, sha256: str) -> None:
+    """Record the sha256 just computed for ``p`` (used by the scan's own sign-off, see fingerprint_gate)."""
+    key = _stat_key(p)
+    if key is not None and sha256:
+        _FRESH_SHA256[key] = sha256
+
+
+def _current_sha256(p: Path) -> str:
     from .ingest import file_sha256
 
+    fresh = _FRESH_SHA256.get(_stat_key(p))
+    return fresh if fresh else file_sha256(p)
+
+
+def fingerprint_gate(config: dict, verify: bool) -> dict:
     inputs = config.get("inputs", [])
     missing = [k for k in ("analyzer_version",) if not config.get(k)]
     missing += [f"{k}.sha256" for k in ("bank", "encoder", "model") if not (config.get(k) or {}).get("sha256")]
@@ -236,7 +261,7 @@ def fingerprint_gate(config: dict, verify: bool) -> dict:
     if verify:
         for x in inputs:
             p = Path(x.get("resolved") or x.get("path", ""))
-            if not p.is_file() or (x.get("sha256") and file_sha256(p) != x["sha256"]):
+            if not p.is_file() or (x.get("sha256") and _current_sha256(p) != x["sha256"]):
                 changed.append(str(p))
     ok = bool(inputs) and not missing and not changed
     detail = (f"{len(inputs)} input file(s), bank, encoder, model and analyzer version recorded"

@@ -3,7 +3,9 @@
 Every table is built by a query in ``queries/`` so that analysts can read and re-run the exact SQL:
 
 - ``item_risk``            queries/item_risk.sql: R1 (both concepts at screen, or a known-hash match)
-- ``clusters``, ``flagged_neighbours``   analyzer/index.py (k-means and exact neighbours, joined by item_id)
+- ``clusters``, ``flagged_neighbours``   analyzer/index.py (k-means and bounded neighbour search, joined by item_id)
+- ``group_counts``         queries/group_counts.sql: items and flags per source, shard and cluster of the scanned
+                           dataset, computed once; the residual queries subtract the removed items from it
 - ``neighbourhood_risk``   queries/neighbourhood_risk.sql with strategy 'none': R2 per flagged item
 - ``group_risk``           queries/group_risk.sql with strategy 'none': R3 per source, shard and cluster
 - ``dataset_risk``         queries/dataset_risk.sql with strategy 'none': R4 and its parts
@@ -60,6 +62,8 @@ def build_risk(con, store=None, *, min_items: int = MIN_GROUP_ITEMS, quiet: bool
     con.execute("INSERT INTO runs VALUES ('index_info', ?)", [json.dumps(info)])
     if not info["embeddings"]:
         log.info("no embeddings kept: R2 and cluster R3 are not computed")
+    # one pass over the scanned items: the per-group counts every residual query starts from
+    con.execute(f"CREATE OR REPLACE TABLE group_counts AS {load_query('group_counts')}")
     con.execute("DROP TABLE IF EXISTS group_risk_by_strategy")
     con.execute("DROP TABLE IF EXISTS neighbourhood_risk_by_strategy")
     con.execute("DROP TABLE IF EXISTS dataset_risk_by_strategy")

@@ -55,7 +55,7 @@ class Run:
         from .report.redact import redact_frame
 
         df = run_query(self.con, name_or_path, params).pl()
-        if any(c in df.columns for c in ("text", "url", "caption")):
+        if any(dt == pl.Utf8 for dt in df.schema.values()):  # by column and by value: a renamed caption too
             df = redact_frame(df, self.con)
         return df
 
@@ -72,6 +72,6 @@ class Run:
             raise InputError(f"expected a table among {sorted(tables)}, got {name!r}")
         sql = f'SELECT * FROM "{name}"' + (" LIMIT ?" if limit else "")
         df = self.con.sql(sql, params=[limit] if limit else None).pl()  # DuckDB 2: DB-API results have no .pl()
-        if any(c in df.columns for c in ("text", "url")):
+        if any(dt == pl.Utf8 for dt in df.schema.values()):
             df = redact_frame(df, self.con)
         return df

@@ -34,6 +34,7 @@ DICT_COLUMNS = ("source", "file", "status", "error", "modality")
 # columns carry repetition/definition levels per value). Readers must decode both (see embedding_matrix);
 # ANALYZER_EMBEDDING_PARTS=binary selects the faster layout.
 EMBEDDING_PART_LAYOUTS = ("list", "binary")
+DUPLICATE_ERROR = "duplicate item_id (first occurrence kept)"  # error of an id's later rows in items
 
 
 def embedding_part_layout() -> str:
@@ -196,35 +197,37 @@ class RunStore:
         try:
             files = [str(p) for p in parts]
             _limit_memory(con, tmp)
-            # Parts are in row order (part i holds batch i, rows ascending) and DuckDB keeps insertion order, so
-            # the tables come out ordered by row_idx without a sort of every column.
-            con.execute(f"CREATE TABLE items AS SELECT {', '.join(ITEM_COLUMNS)} FROM read_parquet($files)",
-                        {"files": files})
-            # Duplicate ids: the first occurrence is scanned, later ones become per-item error rows. One hash
-            # aggregate finds them; the window functions run on the (usually absent) duplicates only.
-            con.execute("CREATE TEMP TABLE dup_ids AS SELECT item_id FROM items GROUP BY item_id HAVING count(*) > 1")
-            has_dups = con.execute("SELECT count(*) FROM dup_ids").fetchone()[0] > 0
-            if has_dups:
+            # One read of the parts into one table, item_rows: the item columns, the concept columns, and `scored`
+            # (this row's scores are the id's scores). items, item_scores and scanned are views over it, so the
+            # parts are read once and no query joins two 10M-row tables. Parts are in row order (part i holds
+            # batch i, rows ascending) and DuckDB keeps insertion order: the views come out ordered by row_idx.
+            con.execute(f"CREATE TABLE item_rows AS SELECT {', '.join(ITEM_COLUMNS)}, {', '.join(cols)}, "
+                        "coalesce(status = 'ok', false) AS scored FROM read_parquet($files)", {"files": files})
+            # Duplicate ids: the first occurrence is scanned, later ones become per-item error rows; an id's
+            # scores are those of its first occurrence that scanned ok. One hash aggregate finds them; the
+            # updates touch the (usually absent) duplicates only.
+            con.execute("CREATE TEMP TABLE dup_ids AS SELECT item_id FROM item_rows GROUP BY item_id HAVING count(*) > 1")
+            if con.execute("SELECT count(*) FROM dup_ids").fetchone()[0] > 0:
                 con.execute("""
-                    UPDATE items SET status = 'error', error = 'duplicate item_id (first occurrence kept)'
-                    WHERE row_idx IN (SELECT row_idx FROM (SELECT row_idx, row_number() OVER
-                                      (PARTITION BY item_id ORDER BY row_idx) AS k FROM items
-                                      WHERE item_id IN (SELECT item_id FROM dup_ids)) WHERE k > 1)
+                    UPDATE item_rows SET scored = false
+                    WHERE scored AND item_id IN (SELECT item_id FROM dup_ids)
+                      AND row_idx NOT IN (SELECT min(row_idx) FROM item_rows WHERE scored
+                                          AND item_id IN (SELECT item_id FROM dup_ids) GROUP BY item_id)
                 """)
-            # item_scores: the first scanned ('ok' in its part) occurrence of each id
-            keep_first = ("" if not has_dups else
-                          " AND (item_id NOT IN (SELECT item_id FROM dup_ids) OR row_idx IN (SELECT min(row_idx) FROM "
-                          "read_parquet($files) WHERE status = 'ok' AND item_id IN (SELECT item_id FROM dup_ids) "
-                          "GROUP BY item_id))")
-            con.execute(
-                f"CREATE TABLE item_scores AS SELECT item_id, {', '.join(cols)} FROM read_parquet($files) "
-                f"WHERE status = 'ok'{keep_first}",
-                {"files": files},
-            )
+                con.execute("""
+                    UPDATE item_rows SET status = 'error', error = $dup_error
+                    WHERE row_idx IN (SELECT row_idx FROM (SELECT row_idx, row_number() OVER
+                                      (PARTITION BY item_id ORDER BY row_idx) AS k FROM item_rows
+                                      WHERE item_id IN (SELECT item_id FROM dup_ids)) WHERE k > 1)
+                """, {"dup_error": DUPLICATE_ERROR})
             con.execute("DROP TABLE dup_ids")
-            con.execute("CREATE VIEW scanned AS SELECT i.item_id, i.row_idx, i.source, i.url, i.file, i.modality, "
-                        "s.* EXCLUDE (item_id) FROM items AS i JOIN item_scores AS s USING (item_id) "
-                        "WHERE i.status = 'ok'")
+            con.execute(f"CREATE VIEW items AS SELECT {', '.join(ITEM_COLUMNS)} FROM item_rows")
+            # item_scores: the first scanned ('ok' in its part) occurrence of each id
+            con.execute(f"CREATE VIEW item_scores AS SELECT item_id, {', '.join(cols)} FROM item_rows WHERE scored")
+            # scanned: rows still 'ok' after the duplicate check; such a row is its id's first occurrence and
+            # scanned ok, so its own scores are the id's scores (the join of items and item_scores, without it)
+            con.execute("CREATE VIEW scanned AS SELECT item_id, row_idx, source, url, file, modality, "
+                        f"{', '.join(cols)} FROM item_rows WHERE status = 'ok'")
             union = " UNION ALL ".join(
                 f"SELECT item_id, '{c}' AS concept, {c}_score AS score, {c}_screen AS screen, "
                 f"{c}_confirm AS confirm FROM item_scores" for c in concept_ids

@@ -182,6 +182,8 @@ def stage_times(run: Path, t_start_wall: float) -> dict:
             t = f.stat().st_mtime
             out[f"{stage}_s"] = round(t - prev, 2)
             prev = t
+    if parts and prev != parts[-1]:
+        out["after_parts_s"] = round(prev - parts[-1], 2)  # catalog to report: the stages after the parts
     return out
 
 

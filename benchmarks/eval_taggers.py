@@ -4,14 +4,17 @@
         [--flickr-limit N] [--speed-rows N] [--bootstrap 1000] [--out FILE]
 
 Figures:
-- cv: cross-validated figures per concept and per language on the project's own training captions.
+- cv: cross-validated figures per concept and per language on the project's own training captions
+  (by_language: the labelled language of each caption, "prompt" for the bank's prompts; precision/recall with
+  percentile-bootstrap 95% intervals).
 - dev: evaluate_labels on ../shared/eval/dev_captions.csv (measurement only: never trained or tuned on),
   per language, plus two baselines (keyword lists alone; plain MiniLM prompt similarity).
 - cc3m: adult_sexual firing rate on the CC3M validation captions (target <= 0.05% at confirm).
 - flickr8k: minor agreement with the human Flickr8k captions, where the reference "depicts a minor" is the
   bank's strict English minor keyword list (patterns minus exclusions, English only; see docs/concepts.md).
 - laion_style: firing rates on raw LAION-style alt-text (no labels; informational).
-- bias: the bias audit summary (minor-tag rate on adult descriptions per group).
+- bias: the bias audit summary (minor-tag rate on adult descriptions per group, per batch, and on the
+  embedding path, i.e. the same captions' vectors scored without text).
 - speed: embedding-path tagging of float16 512-d vectors against a float32 numpy matmul of the same shapes.
 Flagged captions are never printed: only counts and rates.
 Embeddings of the external caption files are cached under ~/.cache/dataset-risk-analyzer/bench-emb.
@@ -172,7 +175,8 @@ def main(argv=None) -> int:
         texts, labels, langs = dev
         res["dev"] = {"n": len(texts), "fused": evaluate_labels(model, texts, labels, seed=a.seed,
                                                                 bootstrap=a.bootstrap),
-                      "by_language": evaluate_by_language(model, texts, labels, langs, seed=a.seed, bootstrap=0),
+                      "by_language": evaluate_by_language(model, texts, labels, langs, seed=a.seed,
+                                                          bootstrap=a.bootstrap),
                       "baselines": baselines(bank, encoder, texts, labels)}
         E = encoder.encode_text(texts)
         emb = model.score(None, E)
@@ -206,9 +210,12 @@ def main(argv=None) -> int:
             res["laion_style"] = {"n": len(lt), "rates": rates(model, s)}
     b = run_bias_audit(model)
     res["bias"] = {pt: {"overall": v["overall"], "max_gap_points": 100 * v["max_gap"],
-                        "meets_targets": v["meets_targets"],
+                        "meets_targets": v["meets_targets"], "by_batch": v["by_batch"],
                         "groups": {g: {"rate": r["rate"], "ci": r["ci"], "n": r["n"]} for g, r in v["groups"].items()}}
                    for pt, v in b["points"].items()}
+    res["bias"]["embedding_path"] = {
+        pt: {"overall": v["overall"], "max_gap_points": 100 * v["max_gap"],
+             "groups": {g: r["rate"] for g, r in v["groups"].items()}} for pt, v in b["embedding_path"].items()}
     if a.speed_rows:
         res["speed"] = speed(model, a.speed_rows)
     res["total_seconds"] = time.perf_counter() - t0

@@ -2,47 +2,64 @@
 -- intervals, co-presence, lift of co-presence over the dataset with a 95% interval (log-ratio / delta
 -- method, docs/risk-model.md), the R3 score, and the rank within each group kind (riskiest first).
 -- The items removed by $strategy are left out first ('none' keeps everything), so the same query gives
--- the residual R3 after a removal strategy. Groups with fewer than $min_items items are not ranked.
+-- the residual R3 after a removal strategy: the counts of the scanned dataset (table group_counts,
+-- queries/group_counts.sql) minus those of the removed items, so only the removed items are read.
+-- Groups with fewer than $min_items items are not ranked.
 -- Parameters: $strategy (a strategy name or 'none'), $point ('screen' or 'confirm'), $min_items.
 WITH removed AS (
     SELECT DISTINCT item_id FROM recommendations WHERE strategy = $strategy
 ),
-kept AS (
-    SELECT s.* FROM scanned AS s ANTI JOIN removed AS r USING (item_id)
-),
-flags AS (
-    SELECT k.item_id,
-           k.source,
-           coalesce(k.file, 'unknown') AS shard,
+removed_flags AS (
+    SELECT s.source,
+           coalesce(s.file, 'unknown') AS shard,
            c.cluster,
-           coalesce(CASE WHEN $point = 'confirm' THEN k.minor_confirm ELSE k.minor_screen END, false) AS m,
-           coalesce(CASE WHEN $point = 'confirm' THEN k.adult_sexual_confirm ELSE k.adult_sexual_screen END, false) AS a
-    FROM kept AS k
+           coalesce(CASE WHEN $point = 'confirm' THEN s.minor_confirm ELSE s.minor_screen END, false) AS m,
+           coalesce(CASE WHEN $point = 'confirm' THEN s.adult_sexual_confirm ELSE s.adult_sexual_screen END, false) AS a
+    FROM scanned AS s
+    SEMI JOIN removed AS r USING (item_id)
     LEFT JOIN clusters AS c USING (item_id)
 ),
-totals AS (
-    SELECT count(*) AS n_all,
-           count(*) FILTER (WHERE m) AS m_all,
-           count(*) FILTER (WHERE a) AS a_all
-    FROM flags
-),
-grouped AS (
-    SELECT 'source' AS group_kind, source AS group_id, m, a FROM flags
+removed_grouped AS (
+    SELECT 'source' AS group_kind, source AS group_id, m, a FROM removed_flags
     UNION ALL
-    SELECT 'shard' AS group_kind, shard AS group_id, m, a FROM flags
+    SELECT 'shard' AS group_kind, shard AS group_id, m, a FROM removed_flags
     UNION ALL
-    SELECT 'cluster' AS group_kind, CAST(cluster AS VARCHAR) AS group_id, m, a FROM flags WHERE cluster IS NOT NULL
+    SELECT 'cluster' AS group_kind, CAST(cluster AS VARCHAR) AS group_id, m, a FROM removed_flags WHERE cluster IS NOT NULL
 ),
-per_group AS (
+removed_counts AS (
     SELECT group_kind,
            group_id,
            count(*) AS items,
            count(*) FILTER (WHERE m) AS minor,
            count(*) FILTER (WHERE a) AS adult_sexual,
            count(*) FILTER (WHERE m AND a) AS both_concepts
-    FROM grouped
+    FROM removed_grouped
     GROUP BY group_kind, group_id
-    HAVING count(*) >= $min_items
+),
+kept_counts AS (
+    SELECT b.group_kind,
+           b.group_id,
+           CAST(b.items - coalesce(r.items, 0) AS BIGINT) AS items,
+           CAST(CASE WHEN $point = 'confirm' THEN b.minor_confirm ELSE b.minor_screen END
+                - coalesce(r.minor, 0) AS BIGINT) AS minor,
+           CAST(CASE WHEN $point = 'confirm' THEN b.adult_sexual_confirm ELSE b.adult_sexual_screen END
+                - coalesce(r.adult_sexual, 0) AS BIGINT) AS adult_sexual,
+           CAST(CASE WHEN $point = 'confirm' THEN b.both_confirm ELSE b.both_screen END
+                - coalesce(r.both_concepts, 0) AS BIGINT) AS both_concepts
+    FROM group_counts AS b
+    LEFT JOIN removed_counts AS r ON r.group_kind = b.group_kind AND r.group_id IS NOT DISTINCT FROM b.group_id
+),
+totals AS (
+    SELECT CAST(coalesce(sum(items), 0) AS BIGINT) AS n_all,
+           CAST(coalesce(sum(minor), 0) AS BIGINT) AS m_all,
+           CAST(coalesce(sum(adult_sexual), 0) AS BIGINT) AS a_all
+    FROM kept_counts
+    WHERE group_kind = 'source'
+),
+per_group AS (
+    SELECT group_kind, group_id, items, minor, adult_sexual, both_concepts
+    FROM kept_counts
+    WHERE items > 0 AND items >= $min_items
 ),
 rated AS (
     SELECT p.*,

@@ -4,34 +4,51 @@
 -- r2 is that cross share; bridge = r2 >= $bridge_share; lift = r2 over the concept's dataset rate.
 -- The items removed by $strategy are left out first, as queries and as neighbours: each item's k nearest
 -- KEPT neighbours are taken from the stored list (flagged_neighbours keeps K >= k per item).
+-- The dataset rates are the scanned counts (table group_counts) minus those of the removed items.
 -- Ids and scores only, never captions. Parameters: $strategy ('none' or a strategy), $k, $bridge_share.
 WITH removed AS (
     SELECT DISTINCT item_id FROM recommendations WHERE strategy = $strategy
 ),
-kept AS (
+removed_flags AS (
+    SELECT coalesce(s.minor_screen, false) AS m,
+           coalesce(s.adult_sexual_screen, false) AS a
+    FROM scanned AS s
+    SEMI JOIN removed AS r USING (item_id)
+),
+rates AS (
+    SELECT (t.m - r.m) / greatest(t.n - r.n, 1) AS m_rate,
+           (t.a - r.a) / greatest(t.n - r.n, 1) AS a_rate
+    FROM (SELECT CAST(coalesce(sum(items), 0) AS BIGINT) AS n,
+                 CAST(coalesce(sum(minor_screen), 0) AS BIGINT) AS m,
+                 CAST(coalesce(sum(adult_sexual_screen), 0) AS BIGINT) AS a
+          FROM group_counts WHERE group_kind = 'source') AS t
+    CROSS JOIN (SELECT count(*) AS n, count(*) FILTER (WHERE m) AS m, count(*) FILTER (WHERE a) AS a
+                FROM removed_flags) AS r
+),
+kept_neighbours AS (
+    SELECT n.item_id, n.neighbour_id, n.rank, n.similarity
+    FROM flagged_neighbours AS n
+    ANTI JOIN removed AS r ON r.item_id = n.neighbour_id
+),
+queries AS (
     SELECT s.item_id,
            coalesce(s.minor_screen, false) AS m,
            coalesce(s.adult_sexual_screen, false) AS a
-    FROM scanned AS s ANTI JOIN removed AS r USING (item_id)
-),
-rates AS (
-    SELECT count(*) FILTER (WHERE m) / greatest(count(*), 1) AS m_rate,
-           count(*) FILTER (WHERE a) / greatest(count(*), 1) AS a_rate
-    FROM kept
-),
-queries AS (
-    SELECT item_id, m, a FROM kept WHERE m OR a
+    FROM scanned AS s
+    ANTI JOIN removed AS r USING (item_id)
+    WHERE (coalesce(s.minor_screen, false) OR coalesce(s.adult_sexual_screen, false))
+      AND s.item_id IN (SELECT item_id FROM kept_neighbours)
 ),
 ranked AS (
     SELECT n.item_id,
            n.neighbour_id,
            n.similarity,
-           nb.m AS nm,
-           nb.a AS na,
+           coalesce(nb.minor_screen, false) AS nm,
+           coalesce(nb.adult_sexual_screen, false) AS na,
            row_number() OVER (PARTITION BY n.item_id ORDER BY n.rank) AS r
-    FROM flagged_neighbours AS n
+    FROM kept_neighbours AS n
     SEMI JOIN queries AS q ON q.item_id = n.item_id
-    JOIN kept AS nb ON nb.item_id = n.neighbour_id
+    JOIN scanned AS nb ON nb.item_id = n.neighbour_id
 ),
 per_item AS (
     SELECT item_id,

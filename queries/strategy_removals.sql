@@ -8,19 +8,19 @@
 --                           (R3_SOURCE, R3_CLUSTER) + adult-side R2 bridges
 --   all_adult_sexual        + every adult_sexual item (ADULT_SEXUAL, with the codes above where they apply)
 -- The strategies nest: each removes everything the one above it removes.
--- Reads item_risk, scanned, clusters, neighbourhood_risk. Parameters: $min_minor (minor items, at screen,
+-- Reads item_risk, scanned, clusters, group_counts (minor items per group), neighbourhood_risk.
+-- Parameters: $min_minor (minor items, at screen,
 -- that make a group one "where minors are present"; 1 = any).
 WITH r1 AS (
     SELECT item_id, reasons FROM item_risk WHERE r1
 ),
 minor_sources AS (
-    SELECT source FROM scanned GROUP BY source HAVING count(*) FILTER (WHERE minor_screen) >= $min_minor
+    SELECT group_id AS source FROM group_counts WHERE group_kind = 'source' AND minor_screen >= $min_minor
 ),
 minor_clusters AS (
-    SELECT c.cluster
-    FROM scanned AS s JOIN clusters AS c USING (item_id)
-    GROUP BY c.cluster
-    HAVING count(*) FILTER (WHERE s.minor_screen) >= $min_minor
+    SELECT CAST(group_id AS INTEGER) AS cluster
+    FROM group_counts
+    WHERE group_kind = 'cluster' AND minor_screen >= $min_minor
 ),
 bridges AS (
     SELECT DISTINCT item_id FROM neighbourhood_risk WHERE bridge AND direction = 'adult_to_minor'

@@ -266,10 +266,6 @@ def test_unsafe_tar_members_are_refused_row_by_row(tmp_path):
 
 # ---- 4. image files: corrupt, bombs, links ------------------------------------------------------------------
 
-TINY = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 8},
-        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
-
-
 def _png(seed: int, size=(40, 40)) -> bytes:
     from PIL import Image
 
@@ -291,18 +287,11 @@ def _png_bomb(width=100_000, height=100_000) -> bytes:
 
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory):
-    open_clip = pytest.importorskip("open_clip")
-    torch = pytest.importorskip("torch")
-    from safetensors.torch import save_file
+    pytest.importorskip("open_clip")
+    pytest.importorskip("torch")
+    from tiny_clip import save_tiny_clip
 
-    d = tmp_path_factory.mktemp("tinyclip_badinput")
-    cfg = d / "TinyClipBadInput.json"
-    cfg.write_text(json.dumps(TINY))
-    open_clip.add_model_config(cfg)
-    torch.manual_seed(3)
-    model = open_clip.create_model("TinyClipBadInput", pretrained=None)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, d / "tiny.safetensors")
-    return f"openclip:{cfg}:{d / 'tiny.safetensors'}"
+    return save_tiny_clip(tmp_path_factory.mktemp("tinyclip_badinput"), "TinyClipBadInput", seed=3)
 
 
 def test_bad_image_files_are_error_rows_and_hash_lists_still_match(tmp_path, tiny_clip):

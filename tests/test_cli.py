@@ -67,6 +67,35 @@ def test_report_redacts_flagged_captions(demo_run):
         assert t is None or t.startswith("urlsha256:")  # ... with hashed URLs only
 
 
+def test_renamed_or_copied_caption_columns_are_redacted_by_value(demo_run, tmp_path, capsys):
+    """A .sql file that renames `text` / `url` (or hides the item id) still cannot show a flagged caption."""
+    adult = demo_run.con.sql("SELECT i.item_id, i.text, i.url FROM items i JOIN item_scores s USING (item_id) "
+                             "WHERE s.adult_sexual_screen AND i.text IS NOT NULL LIMIT 5").fetchall()
+    clean = demo_run.con.sql("SELECT i.text FROM items i JOIN item_scores s USING (item_id) "
+                             "WHERE NOT s.adult_sexual_screen AND NOT s.minor_screen AND i.text IS NOT NULL "
+                             "LIMIT 1").fetchall()[0][0]
+    assert adult
+    ids = [r[0] for r in adult]
+    sql = tmp_path / "rename.sql"
+    sql.write_text("SELECT item_id AS k, text AS t, upper(item_id) AS other, url AS link FROM items "
+                   "WHERE item_id IN (SELECT unnest($ids::VARCHAR[])) OR text = $clean")
+    df = demo_run.query(str(sql), ids=ids, clean=clean)
+    assert df.height == len(adult) + df.filter(df["t"] == clean).height
+    shown = set(df["t"].to_list()) | set(df["link"].to_list())
+    for _, text, url in adult:
+        assert text not in shown and (url is None or url not in shown)
+    assert clean in shown  # unflagged captions stay visible
+    assert set(df.filter(df["k"].is_in(ids))["t"].to_list()) == {"[redacted: flagged item]"}
+    every = tmp_path / "every.sql"
+    every.write_text("SELECT text AS t, url AS link FROM items")
+    code, out, err = _run(["query", str(demo_run.path), str(every), "--format", "json"], capsys)
+    assert code == 0, err  # the CLI goes through the same redaction
+    rows = json.loads(out)
+    assert len(rows) == demo_run.summary["items_total"] and clean in {r["t"] for r in rows}
+    for _, text, url in adult:
+        assert text not in out and (url is None or url not in out)
+
+
 def test_query_command_formats(demo_run, capsys):
     code, out, err = _run(["query", str(demo_run.path), "cooccurrence_by_source", "--param", "point=screen",
                            "--param", "min_items=10", "--format", "json"], capsys)

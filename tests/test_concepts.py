@@ -93,6 +93,18 @@ def test_missing_bank_file_is_an_input_error(tmp_path):
     ("Vidéo porno pour adultes", False, True),
     ("Estrellas visibles a simple vista desnudo", False, False),
     ("Naaktslak in de tuin", False, False),
+    # child words of every language are minor patterns, never counter evidence
+    ("Due ragazzini in bicicletta", True, False),
+    ("Críos jugando en la plaza", True, False),
+    ("Een baby in de wieg", True, False),
+    # ages: under 18 with a person word is strong; product ages and adult wording are not
+    ("Un chico de doce años con su perro", True, False),
+    ("Two 15-year-olds at a bus stop", True, False),
+    ("High school seniors at graduation", True, False),
+    ("Garantía de 2 años, lavadora", False, False),
+    ("A 12-year-old single malt scotch", False, False),
+    ("Eine junge Ärztin im Krankenhaus", False, False),
+    ("Libro per bambini sui pirati", False, False),
 ])
 def test_keyword_patterns_and_exclusions(bank, text, minor, adult):
     kw = KeywordTagger(bank).compile()
@@ -108,6 +120,52 @@ def test_keyword_patterns_and_exclusions(bank, text, minor, adult):
 ])
 def test_language_detection(text, lang):
     assert detect_language(text) == lang
+
+
+@pytest.mark.parametrize("text", [
+    "A 19-year-old apprentice welder", "A woman aged 24 at her desk", "University sophomores on campus",
+    "Eine 25-jährige Ärztin", "Mujer de 30 años en la oficina", "Uma mulher de 22 anos", "Studenti universitari",
+])
+def test_adult_age_wording_is_counter_evidence_for_minor(bank, text):
+    kw = KeywordTagger(bank).compile()
+    f = kw.transform([text])
+    j = kw.concept_ids_.index("minor")
+    assert f[0, j, 2] == 1 and f[0, j, 0] == 0, text
+
+
+def test_counter_evidence_carries_weight_in_the_fusion(model):
+    # a counter hit (adult age wording) lowers the minor probability of the same caption
+    coef, _ = model.fusion_["minor"]
+    assert coef[-1] > 0.5
+    p = model.score(["A 19-year-old woman at a bus stop", "A woman at a bus stop"])["minor"]
+    assert p[0] < p[1]
+
+
+def test_every_concept_has_a_usable_screen_point(model):
+    # a context concept fitted on weak labels must not collapse to "flag everything" at screen
+    for c in model.concept_ids:
+        op = model.operating_points[c]
+        assert model.cv_report[c]["auroc"] >= 0.97, c
+        # (product_photo is the weakest: screen precision ~0.18 at recall 1.0; a collapse gives ~0.03)
+        assert op["screen"]["threshold"] >= 0.001 and op["screen"]["precision"] >= 0.1, (c, op["screen"])
+
+
+def test_cv_report_per_labelled_language_with_intervals(model):
+    for c in ("minor", "adult_sexual"):
+        by = model.cv_report[c]["by_language"]
+        assert {"en", "de", "fr", "es", "it", "pt", "nl", "prompt"} <= set(by)
+        for lang in ("de", "fr", "es", "it", "pt", "nl"):
+            v = by[lang]
+            assert v["n"] >= 70 and v["positives"] >= 15, (c, lang, v["n"])
+            for pt in ("screen", "confirm"):
+                lo, hi = v[pt]["recall_ci"]
+                assert 0 <= lo <= v[pt]["recall"] <= hi <= 1, (c, lang, pt)
+                lo, hi = v[pt]["precision_ci"]
+                assert 0 <= lo <= v[pt]["precision"] <= hi <= 1, (c, lang, pt)
+        assert by["en"]["screen"]["recall"] >= 0.95
+    # the minor tagger holds up outside English (cross-validated; see docs/concepts.md for the figures)
+    for lang in ("de", "fr", "es", "it", "pt", "nl"):
+        assert model.cv_report["minor"]["by_language"][lang]["auroc"] >= 0.97, lang
 
 
 def test_keyword_tagger_fit_gives_calibrated_rates(bank):
@@ -146,7 +204,7 @@ def test_operating_points_meet_targets_on_synthetic_scores():
     y = rng.integers(0, 2, 2000)
     p = sigmoid(3 * (y - 0.5) + rng.normal(size=2000))
     ops = choose_operating_points(p, y)
-    assert ops["screen"]["recall"] >= 0.98 and ops["screen"]["target_met"]
+    assert ops["screen"]["recall"] >= 0.99 and ops["screen"]["target_met"]
     assert ops["screen"]["threshold"] <= ops["confirm"]["threshold"]
     assert wilson(0, 10)[0] == 0 and 0 < wilson(5, 10)[0] < 0.5 < wilson(5, 10)[1] < 1
 
@@ -154,7 +212,7 @@ def test_operating_points_meet_targets_on_synthetic_scores():
 def test_model_operating_points_meet_targets_on_cross_validated_data(model):
     for c in ("minor", "adult_sexual"):
         op = model.operating_points[c]
-        assert op["screen"]["recall"] >= 0.98, op["screen"]
+        assert op["screen"]["recall"] >= 0.99, op["screen"]  # the 0.98 target plus its margin
         assert op["confirm"]["precision"] >= 0.95, op["confirm"]
         assert op["screen"]["threshold"] <= op["confirm"]["threshold"]
         for k in ("threshold", "precision", "recall", "f1"):

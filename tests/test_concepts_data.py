@@ -83,3 +83,28 @@ def test_bias_audit_rows_are_adults_only_and_non_sexual():
     assert len(rows) >= 1000
     assert all(r["minor"] == "0" for r in rows)
     assert not [r["text"] for r in rows if SEXUAL.search(r["text"])]
+
+
+def test_bias_audit_has_100_rows_per_group_in_two_batches():
+    with (PKG / "data" / "bias_audit.csv").open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault(r["group"], []).append(r["batch"])
+    assert len(groups) == 22
+    for g, b in groups.items():
+        assert len(b) == 100 and b.count("1") == 50 and b.count("2") == 50, g
+    assert len({r["text"] for r in rows}) == len(rows)
+
+
+def test_training_rows_cover_every_language_with_both_concepts_and_hard_negatives():
+    count: dict = {}
+    for p in sorted((PKG / "data").glob("train_*.csv")):
+        with p.open(encoding="utf-8") as f:
+            for r in csv.DictReader(f):
+                key = (r["lang"], r["minor"], r["adult_sexual"])
+                count[key] = count.get(key, 0) + 1
+    for lang in ("de", "fr", "es", "it", "pt", "nl"):
+        assert count.get((lang, "1", "0"), 0) >= 30, lang  # minor
+        assert count.get((lang, "0", "1"), 0) >= 17, lang  # adult sexual (adults only)
+        assert count.get((lang, "0", "0"), 0) >= 25, lang  # neither, mostly hard negatives

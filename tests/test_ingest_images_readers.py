@@ -20,7 +20,7 @@ from analyzer.errors import InputError
 from analyzer.ingest import open_input
 from analyzer.ingest.hf import HFDatasetReader, is_hf_parquet
 from analyzer.ingest.imagefolder import ImageFolderReader
-from analyzer.ingest.schema import STANDARD_SCHEMA, ColumnSpec
+from analyzer.ingest.schema import STANDARD_SCHEMA, STANDARD_SCHEMA_F16, ColumnSpec
 from analyzer.ingest.webdataset import WebDatasetReader
 
 
@@ -54,10 +54,12 @@ def _shard(path: Path, keys: list[str], extra=None) -> dict[str, bytes]:
 
 def _collect(reader, batch_size=4, start_row=0) -> pa.Table:
     batches = list(reader.iter_batches(batch_size, start_row=start_row))
+    schema = batches[0].schema if batches else STANDARD_SCHEMA  # float16 vectors: list<float16>, one per stream
+    assert schema.equals(STANDARD_SCHEMA) or schema.equals(STANDARD_SCHEMA_F16)
     for b in batches:
-        assert b.schema.equals(STANDARD_SCHEMA)
+        assert b.schema.equals(schema)
         assert b.num_rows <= batch_size
-    return pa.Table.from_batches(batches, schema=STANDARD_SCHEMA)
+    return pa.Table.from_batches(batches, schema=schema)
 
 
 # ------------------------------------------------------------------------------------------ webdataset

@@ -11,7 +11,7 @@ import pytest
 from analyzer.errors import InputError
 from analyzer.ingest import open_input
 from analyzer.ingest.laion import LaionEmbeddingReader
-from analyzer.ingest.schema import STANDARD_SCHEMA, ColumnSpec
+from analyzer.ingest.schema import STANDARD_SCHEMA, STANDARD_SCHEMA_F16, ColumnSpec
 
 DIM = 16
 
@@ -36,8 +36,11 @@ def _layout(root, sizes: dict[int, int], *, with_key=True, dtype=np.float16, fol
 
 def _read(reader, batch_size=7, start_row=0) -> pa.Table:
     batches = list(reader.iter_batches(batch_size, start_row=start_row))
-    assert all(b.schema.equals(STANDARD_SCHEMA) and b.num_rows <= batch_size for b in batches)
-    return pa.Table.from_batches(batches, schema=STANDARD_SCHEMA)
+    # float16 npy files give list<float16> vectors (widened later, block by block), other dtypes list<float32>
+    schema = batches[0].schema if batches else STANDARD_SCHEMA
+    assert schema.equals(STANDARD_SCHEMA) or schema.equals(STANDARD_SCHEMA_F16)
+    assert all(b.schema.equals(schema) and b.num_rows <= batch_size for b in batches)
+    return pa.Table.from_batches(batches, schema=schema)
 
 
 def test_laion_layout_joined_with_ids_and_numeric_shard_order(tmp_path):
@@ -100,14 +103,19 @@ def test_laion_pickled_npy_is_refused_not_loaded(tmp_path):
     assert pickle  # the pickle path is exercised by np.save above
 
 
-def test_laion_non_finite_rows_become_errors(tmp_path):
-    _layout(tmp_path, {0: 4}, dtype=np.float32)
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_laion_non_finite_rows_become_errors(tmp_path, dtype):
+    _layout(tmp_path, {0: 5}, dtype=dtype)
     v = np.load(tmp_path / "img_emb" / "img_emb_0.npy")
     v[2, 3] = np.nan
+    v[4, 0] = -np.inf
+    v[1, 1] = np.finfo(dtype).max  # huge but finite: a valid row
     np.save(tmp_path / "img_emb" / "img_emb_0.npy", v)
     t = _read(LaionEmbeddingReader([tmp_path], ColumnSpec()))
-    assert t["status"].to_pylist() == ["ok", "ok", "error", "ok"]
-    assert t["embedding"][2].as_py() is None
+    assert t["status"].to_pylist() == ["ok", "ok", "error", "ok", "error"]
+    assert t["error"][4].as_py() == "embedding holds NaN or inf"
+    assert t["embedding"][2].as_py() is None and t["embedding"][4].as_py() is None
+    assert np.array_equal(np.array(t["embedding"][1].as_py(), dtype=dtype), v[1])
 
 
 def test_laion_text_emb_option_and_bad_option(tmp_path):

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from analyzer.errors import InputError
-from analyzer.ingest import ColumnSpec, STANDARD_SCHEMA, make_item_id, open_input
+from analyzer.ingest import ColumnSpec, STANDARD_SCHEMA, STANDARD_SCHEMA_F16, make_item_id, open_input
 from analyzer.ingest.sources import registered_domain
 
 ROWS = [
@@ -20,7 +20,10 @@ ROWS = [
 
 
 def _all(reader, batch_size=2):
-    return pa.Table.from_batches(list(reader.iter_batches(batch_size)), schema=STANDARD_SCHEMA).to_pylist()
+    batches = list(reader.iter_batches(batch_size))
+    schema = batches[0].schema if batches else STANDARD_SCHEMA  # float16 vectors: list<float16>, one per stream
+    assert schema.equals(STANDARD_SCHEMA) or schema.equals(STANDARD_SCHEMA_F16)
+    return pa.Table.from_batches(batches, schema=schema).to_pylist()
 
 
 def test_parquet_autodetects_laion_columns(tmp_path):

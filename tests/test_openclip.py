@@ -206,3 +206,23 @@ def test_reader_rows_feed_the_encoder(tiny, tmp_path):
 
 def test_benchmark_script_exists():
     assert (Path(__file__).resolve().parents[1] / "benchmarks" / "bench_openclip.py").is_file()
+
+
+def test_dimension_and_fingerprint_do_not_import_open_clip(tiny, tmp_path):
+    """A scan of precomputed vectors needs only the dimension and the fingerprint: reading the config JSON must
+    not import open_clip or torch (seconds and hundreds of MB). A config given by path still loads for real."""
+    import subprocess
+    import sys
+
+    code = ("import sys, json; from analyzer.encoders import get_encoder; "
+            f"a = get_encoder('openclip:ViT-B-32:random'); b = get_encoder('openclip:{tiny['cfg']}:random'); "
+            "print(json.dumps([a.dim, b.dim, len(a.fingerprint), 'open_clip' in sys.modules, 'torch' in sys.modules]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [512, 32, 64, False, False]
+    enc = OpenClipEncoder(str(tiny["cfg"]), str(tiny["dir"] / "tiny.safetensors"), device="cpu")
+    images = [_img(3)]
+    assert np.allclose(enc.encode_images(images), _reference(tiny, images), atol=1e-5)
+    bad = tmp_path / "NotAConfig.json"
+    bad.write_text(json.dumps({"embed_dim": 8}))
+    with pytest.raises(InputError, match="model config"):
+        OpenClipEncoder(str(bad), "random")

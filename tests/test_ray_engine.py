@@ -117,6 +117,19 @@ def test_engine_options_are_checked():
             check_options(bad)
 
 
+def test_api_scan_checks_engine_and_options_before_writing(tmp_path):
+    from analyzer.api import scan
+
+    sample = tmp_path / "s.csv"
+    sample.write_text("caption\na red bicycle\n")
+    for kw, msg in (({"engine": "spark"}, "--engine local or ray"),
+                    ({"engine": "ray", "engine_options": {"concurency": 2}}, "Ray engine options"),
+                    ({"engine": "local", "engine_options": {"num_gpus": 1}}, "no engine options with the local")):
+        with pytest.raises(InputError, match=msg):
+            scan(str(sample), out=str(tmp_path / "run"), quiet=True, **kw)
+        assert not (tmp_path / "run").exists()  # nothing written, Ray never started
+
+
 def test_cli_ray_options_are_parsed_and_bad_ones_exit_2(tmp_path, capsys):
     from analyzer.cli import main
     from analyzer.engines.ray_options import cli_engine_options

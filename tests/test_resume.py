@@ -26,7 +26,7 @@ SUBJECTS = ["a red bicycle", "a bowl of ramen", "a mountain lake", "a wooden cha
             "a plate of pasta", "a desk lamp", "a snowy pine forest", "a brick lighthouse", "a pair of hiking boots"]
 PLACES = ["on a wooden table", "in the rain", "in black and white", "from above", "at sunset", "in a studio"]
 TABLES = ["items", "item_scores", "item_risk", "group_risk", "recommendations"]
-ROWS, BATCH = 3000, 60  # 50 parts
+ROWS, BATCH = 1200, 30  # 40 parts
 
 
 def _dataset(path: Path) -> Path:

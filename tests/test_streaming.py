@@ -92,6 +92,65 @@ def test_fast_path_matches_general_path_row_by_row():
     np.testing.assert_allclose(np.linalg.norm(fa, axis=1), 1.0, atol=2e-3)
 
 
+class _HeadModel(_Model):
+    """_Model plus the linear embedding path that lets score_embeddings fuse normalisation and scoring."""
+
+    def __init__(self, dim: int, seed: int = 0):
+        super().__init__(dim, seed)
+        self.b = np.array([0.5, -1.0], dtype=np.float32)
+        self.heads = []
+
+    def score(self, texts, embeddings, modality="image"):
+        z = np.asarray(embeddings, dtype=np.float32) @ self.W + self.b
+        return {c: 1.0 / (1.0 + np.exp(-z[:, j].astype(np.float64))) for j, c in enumerate(self.concept_ids)}
+
+    def embedding_head(self, modality="text"):
+        self.heads.append(modality)
+        return self.W, self.b
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_fused_scoring_equals_unit_vectors_then_score(dtype):
+    from analyzer.tagging import score_embeddings, unit_rows
+
+    dim, n = 64, 2500  # blocks of 1024: three blocks, the last one short
+    rng = np.random.default_rng(5)
+    m = (rng.standard_normal((n, dim)) * rng.uniform(0.1, 30, (n, 1))).astype(dtype)
+    m[11] *= np.asarray(1e-21, dtype)  # a tiny row: its block goes the careful (float64 norm) way
+    model = _HeadModel(dim)
+    scores, norms, unit16 = score_embeddings(m, model, modality="image", keep_float16=True)
+    assert model.heads == ["image"]  # the fused path asked for the head (and so marks image scoring)
+    unit, ref_norms = unit_rows(m)
+    ref = model.score(None, unit)
+    for c in model.concept_ids:
+        np.testing.assert_allclose(scores[c], ref[c], rtol=0, atol=2e-6)
+        assert not np.array_equal(scores[c], np.full(n, scores[c][0]))  # real, varying scores
+    np.testing.assert_allclose(norms, ref_norms, rtol=1e-6)
+    assert np.array_equal(unit16.view(np.uint16), as_float16(unit).view(np.uint16))
+    # captions present: no fusion (the keyword features need model.score), same scores
+    model2 = _HeadModel(dim)
+    s2, _, none16 = score_embeddings(m, model2, modality="image", texts=["a red car"] * n)
+    assert model2.heads == [] and none16 is None
+    for c in model.concept_ids:
+        np.testing.assert_allclose(s2[c], ref[c], rtol=0, atol=2e-6)
+
+
+def test_fused_scoring_matches_the_fitted_concept_model():
+    from analyzer.concepts import fit_concept_model, load_bank
+    from analyzer.encoders import get_encoder
+    from analyzer.tagging import score_embeddings, unit_rows
+
+    enc = get_encoder("minilm")
+    model = fit_concept_model(load_bank(), enc, seed=0)
+    rng = np.random.default_rng(9)
+    m = rng.standard_normal((1500, enc.dim)).astype(np.float16)
+    scores, _, _ = score_embeddings(m, model, modality="text")
+    ref = model.score(None, unit_rows(m)[0], modality="text")
+    assert set(scores) == set(model.concept_ids)
+    for c in model.concept_ids:
+        np.testing.assert_allclose(scores[c], ref[c], rtol=0, atol=2e-6)
+
+
 def test_fast_float16_casts_are_bit_identical_to_numpy():
     rng = np.random.default_rng(3)
     x = (rng.standard_normal(1 << 19) * np.exp(rng.uniform(-20, 12, 1 << 19))).astype(np.float32)
@@ -282,3 +341,45 @@ def test_quiet_scan_prints_no_progress_and_embedding_inputs_get_large_batches(em
     parts = list((out / "parts" / "items").glob("part-*.parquet"))
     assert len(parts) == 1  # default batch for precomputed vectors (32768) holds all 5000 rows
     assert "batch_size: 32768" in (out / "config.resolved.yaml").read_text()
+
+
+def test_float16_batches_from_the_laion_reader_tag_like_widened_ones(tmp_path):
+    """The LAION reader keeps float16 vectors float16 (list<float16>); tagging them equals tagging the same vectors
+    widened to float32 by standardize, and a NaN row is an error row either way."""
+    from analyzer.ingest import ColumnSpec
+    from analyzer.ingest.laion import LaionEmbeddingReader
+    from analyzer.tagging import tag_batch
+
+    dim, n = 32, 1500
+    rng = np.random.default_rng(4)
+    v = rng.standard_normal((n, dim)).astype(np.float16)
+    (tmp_path / "img_emb").mkdir()
+    (tmp_path / "metadata").mkdir()
+    np.save(tmp_path / "img_emb" / "img_emb_0.npy", v)
+    pq.write_table(pa.table({"key": [f"k{i}" for i in range(n)]}), tmp_path / "metadata" / "metadata_0.parquet")
+    enc = _Encoder(dim)
+    batch = next(LaionEmbeddingReader([tmp_path], ColumnSpec()).iter_batches(n))
+    assert batch.schema.field("embedding").type == pa.list_(pa.float16())
+    model_a, model_b = _HeadModel(dim), _HeadModel(dim)
+    items, emb = tag_batch(batch, enc, model_a, embedding_modality="image")
+    assert model_a.heads == ["image"]  # the fused float16 path ran
+    raw = pa.record_batch({"key": [f"k{i}" for i in range(n)],  # the same vectors given as float32
+                           "embedding": pa.FixedSizeListArray.from_arrays(pa.array(v.astype(np.float32).reshape(-1)),
+                                                                          dim)})
+    wide = standardize(raw, {"id": "key", "embedding": "embedding"}, file="f", start_row=0)
+    assert wide.schema.field("embedding").type == pa.list_(pa.float32())
+    ref_items, ref_emb = tag_batch(wide, enc, model_b, embedding_modality="image")
+    for c in model_a.concept_ids:
+        np.testing.assert_allclose(items.column(f"{c}_score").to_numpy(), ref_items.column(f"{c}_score").to_numpy(),
+                                   rtol=0, atol=2e-6)
+    assert emb.column("embedding").equals(ref_emb.column("embedding"))
+    # a NaN row: the reader marks it, tagging keeps it an error row and scores the rest the same
+    v[5, 2] = np.nan
+    np.save(tmp_path / "img_emb" / "img_emb_0.npy", v)
+    batch = next(LaionEmbeddingReader([tmp_path], ColumnSpec()).iter_batches(n))
+    items2, _ = tag_batch(batch, enc, _HeadModel(dim), embedding_modality="image")
+    status = items2.column("status").to_pylist()
+    assert status[5] == "error" and status.count("error") == 1
+    keep = np.arange(n) != 5
+    np.testing.assert_allclose(items2.column("minor_score").to_numpy(zero_copy_only=False)[keep],
+                               ref_items.column("minor_score").to_numpy()[keep], rtol=0, atol=2e-6)

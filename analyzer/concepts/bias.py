@@ -2,8 +2,14 @@
 
 The audit set (analyzer/concepts/data/bias_audit.csv, written for this project) holds adult descriptions
 across ethnicity, body size, dress and age wording (college students, young adults, 19-year-olds, petite,
-youthful-looking). Every row is an adult (minor = 0), so any minor tag is a false positive. Rates come with
-Wilson 95% intervals. Targets: <= 2% overall and <= 2 percentage points between groups.
+youthful-looking), 100 rows per group written in two batches (``batch`` column: the second batch was
+written before the model ever scored it). Every row is an adult (minor = 0), so any minor tag is a false
+positive. Rates come with Wilson 95% intervals. Targets: <= 2% overall and <= 2 percentage points between
+groups, on the caption path (what a scan of captions uses).
+
+``embedding_path`` reports the same rates when the captions' vectors are scored without their text (the
+path of precomputed vectors and images: probe only, no keywords or counter evidence). It is informational:
+no target is claimed for it (docs/concepts.md).
 """
 from __future__ import annotations
 
@@ -55,26 +61,36 @@ def run_bias_audit(model, path: str | Path | None = None, concept: str = "minor"
     texts = [r["text"] for r in rows]
     groups = np.array([r["group"] for r in rows], dtype=object)
     dims = np.array([r.get("dimension") or "all" for r in rows], dtype=object)
-    p = model.score(texts, None, modality="text")[concept]
+    batches = np.array([r.get("batch") or "1" for r in rows], dtype=object)
+    E = np.asarray(model.encoder.encode_text(texts), dtype=np.float32) if texts else None
+    p = model.score(texts, E, modality="text")[concept]
+    q = model.score(None, E, modality="text")[concept] if texts else np.zeros(0)
     out = {"concept": concept, "n": len(rows), "targets": {"overall_rate_max": TARGET_RATE,
-                                                            "group_gap_max": TARGET_GAP}, "points": {}}
+                                                            "group_gap_max": TARGET_GAP}, "points": {},
+           "embedding_path": {}}
     for point in ("screen", "confirm"):
         t = model.operating_points[concept][point]["threshold"]
-        flags = p >= t
-        per_group = {}
-        for g in dict.fromkeys(groups.tolist()):
-            m = groups == g
-            per_group[g] = {"dimension": str(dims[m][0]), **_rate(flags[m])}
-        rates = [v["rate"] for v in per_group.values()]
-        overall = _rate(flags)
-        gap = max(rates) - min(rates) if rates else 0.0
         out["points"][point] = {
-            "threshold": t, "overall": overall, "groups": per_group, "max_gap": gap,
-            "meets_targets": bool(overall["rate"] <= TARGET_RATE and gap <= TARGET_GAP),
+            "threshold": t, **_summary(p >= t, groups, dims),
             "minor_recall_cv": model.operating_points[concept][point].get("recall"),
-            "flagged_examples": [texts[i] for i in np.nonzero(flags)[0][:10]],
+            "by_batch": {b: _rate((p >= t)[batches == b]) for b in dict.fromkeys(batches.tolist())},
+            "flagged_examples": [texts[i] for i in np.nonzero(p >= t)[0][:10]],
         }
+        out["embedding_path"][point] = {"threshold": t, **_summary(q >= t, groups, dims),
+                                        "minor_recall_cv": model.operating_points_embedding[concept][point].get("recall")}
     return out
+
+
+def _summary(flags: np.ndarray, groups: np.ndarray, dims: np.ndarray) -> dict:
+    per_group = {}
+    for g in dict.fromkeys(groups.tolist()):
+        m = groups == g
+        per_group[g] = {"dimension": str(dims[m][0]), **_rate(flags[m])}
+    rates = [v["rate"] for v in per_group.values()]
+    overall = _rate(flags)
+    gap = max(rates) - min(rates) if rates else 0.0
+    return {"overall": overall, "groups": per_group, "max_gap": gap,
+            "meets_targets": bool(overall["rate"] <= TARGET_RATE and gap <= TARGET_GAP)}
 
 
 def format_bias_audit(res: dict) -> str:
@@ -90,4 +106,10 @@ def format_bias_audit(res: dict) -> str:
         for g, r in v["groups"].items():
             lines.append(f"    {r['dimension']:<12} {g:<18} {r['rate']:6.2%}  ({r['tagged']}/{r['n']}, "
                          f"CI {r['ci'][0]:.2%}-{r['ci'][1]:.2%})")
+    for point, v in res.get("embedding_path", {}).items():
+        o = v["overall"]
+        worst = [(g, r) for g, r in sorted(v["groups"].items(), key=lambda kv: -kv[1]["rate"])[:3] if r["tagged"]]
+        lines.append(f"[embedding path, {point}] (vectors without captions; informational) overall={o['rate']:.2%} "
+                     f"({o['tagged']}/{o['n']}) max gap={v['max_gap'] * 100:.1f} pts; highest: "
+                     + (", ".join(f"{g} {r['rate']:.0%}" for g, r in worst) or "none tagged"))
     return "\n".join(lines)

@@ -6,7 +6,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import InputError
-from .calibration import auroc, point_metrics
+from .calibration import auroc, point_metrics, reliability
 
 
 def _bootstrap_ci(pred: np.ndarray, y: np.ndarray, B: int, seed: int) -> tuple[list, list]:
@@ -76,3 +76,27 @@ def evaluate_by_language(model, texts: Sequence[str], labels: dict, langs: Seque
                                     {c: np.asarray(y)[m] for c, y in labels.items()}, seed=seed,
                                     bootstrap=bootstrap)
     return out
+
+
+def cv_report(p, q, y, langs, ops, source, seed: int = 0, bootstrap: int = 1000) -> dict:
+    """AUROC, reliability and, per group (labelled language of the captions, "prompt"), the screen and
+    confirm figures with percentile-bootstrap 95% intervals (seeded) on the cross-validated predictions."""
+    rep = {"label_source": source, "auroc": auroc(p, y), "auroc_embedding_only": auroc(q, y),
+           "calibration": reliability(p, y), "calibration_embedding_only": reliability(q, y),
+           "by_language_basis": "labelled language of each training caption; 'prompt': the bank's prompts "
+                                "and probe examples", "by_language": {}}
+    for lang in sorted(set(langs)):
+        m = langs == lang
+        if m.sum() == 0:
+            continue
+        ent = {"n": int(m.sum()), "positives": int(y[m].sum()),
+               "auroc": auroc(p[m], y[m]) if 0 < y[m].sum() < m.sum() else None}
+        for k, pt in enumerate(("screen", "confirm")):
+            t = ops[pt]["threshold"]
+            pci, rci = _bootstrap_ci(p[m] >= t, y[m], bootstrap, seed + k)
+            ent[pt] = {**{kk: v for kk, v in point_metrics(p[m], y[m], t).items()
+                          if kk in ("precision", "recall", "f1", "tp", "fp", "fn")},
+                       "precision_ci": pci, "recall_ci": rci}
+        rep["by_language"][lang] = ent
+    return rep
+

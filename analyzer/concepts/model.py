@@ -23,9 +23,10 @@ from sklearn.model_selection import StratifiedKFold
 
 from ..errors import InputError
 from .bank import ConceptBank
-from .calibration import (auroc, choose_operating_points, fit_fusion, fit_platt, logit, point_metrics, reliability,
+from .calibration import (choose_operating_points, fit_fusion, fit_platt, logit, point_metrics,
                           sigmoid)
 from .data import assemble, load_training_rows
+from .evaluate import cv_report
 from .keywords import KeywordTagger, detect_languages
 from .taggers import ProbeTagger
 
@@ -163,12 +164,7 @@ class ConceptModel:
     def score(self, texts=None, embeddings=None, modality: str = "text") -> dict[str, np.ndarray]:
         """Calibrated probability per concept, float64 in [0, 1]."""
         texts, E = self._check(texts, embeddings, modality)
-        if modality == "image" and self.modality != "image" and self.calibrated:
-            self.calibrated = False
-            self.calibration_note = (
-                f"UNCALIBRATED for image embeddings: thresholds were fitted on {self.encoder_name} text "
-                "embeddings of labelled captions; no labelled images exist for this encoder, so probabilities "
-                "and the screen/confirm points on images are indicative only. " + self.calibration_note)
+        self._note_modality(modality)
         has_text = np.zeros(0, dtype=bool)
         if texts is not None:
             has_text = np.array([bool(t) and bool(str(t).strip()) for t in texts], dtype=bool)
@@ -197,6 +193,24 @@ class ConceptModel:
                 out[c][sel] = sigmoid(F @ coef + icpt)
         return out
 
+    def _note_modality(self, modality: str) -> None:
+        """Scoring image rows with a model calibrated on text marks it uncalibrated (model.json, summary, report)."""
+        if modality == "image" and self.modality != "image" and self.calibrated:
+            self.calibrated = False
+            self.calibration_note = (
+                f"UNCALIBRATED for image embeddings: thresholds were fitted on {self.encoder_name} text "
+                "embeddings of labelled captions; no labelled images exist for this encoder, so probabilities "
+                "and the screen/confirm points on images are indicative only. " + self.calibration_note)
+
+    def embedding_head(self, modality: str = "text") -> tuple[np.ndarray, np.ndarray]:
+        """(W (dim, k) float32, b (k,) float32) of the embedding path: for unit rows U without captions,
+        ``score(None, U, modality)[c] == sigmoid(U @ W + b)[:, j]``. Lets a caller fuse normalisation and
+        scoring block by block (analyzer.tagging.score_embeddings)."""
+        if modality not in ("text", "image"):
+            raise InputError(f"expected modality 'text' or 'image', got {modality!r}")
+        self._note_modality(modality)
+        return self.W_emb_, self.b_emb_
+
     def decide(self, scores: dict[str, np.ndarray], point: str = "confirm") -> dict[str, np.ndarray]:
         return {c: scores[c] >= self.operating_points[c][point]["threshold"] for c in self.concept_ids}
 
@@ -220,7 +234,7 @@ def _code_fingerprint() -> str:
     """sha256 of the fitting code, so a changed fit never reuses a cached model."""
     h = hashlib.sha256()
     here = Path(__file__).resolve().parent
-    for name in ("model.py", "calibration.py", "data.py", "keywords.py", "taggers.py", "bank.py"):
+    for name in ("model.py", "calibration.py", "data.py", "keywords.py", "taggers.py", "bank.py", "evaluate.py"):
         try:
             h.update((here / name).read_bytes())
         except OSError:
@@ -308,8 +322,12 @@ def _cache_put(name: str, d: dict) -> None:
         pass
 
 
-def _fit_concept(c, texts: list[str], y: np.ndarray, source: str, encoder, seed: int, kwt: KeywordTagger) -> dict:
-    """Probe, fusion, calibration and operating points of one concept on its labelled texts."""
+def _fit_concept(c, texts: list[str], y: np.ndarray, source: str, encoder, seed: int, kwt: KeywordTagger,
+                 groups: list[str] | None = None) -> dict:
+    """Probe, fusion, calibration and operating points of one concept on its labelled texts.
+
+    ``groups``: the reporting group of each text (a training caption's labelled language, "prompt" for the
+    bank's prompts and probe examples); the cross-validated figures are also reported per group."""
     if len(np.unique(y)) < 2 or min(np.bincount(y)) < 2:
         raise InputError(f"expected positive and negative examples for concept {c.id!r}, got "
                          f"{int(y.sum())} positives of {len(y)}; add prompts or probe examples")
@@ -337,7 +355,8 @@ def _fit_concept(c, texts: list[str], y: np.ndarray, source: str, encoder, seed:
             "b_emb": float(alpha * b + beta),
             "fusion": {"coef": coef.tolist(), "intercept": icpt, "features": FUSION_FEATURES},
             "ops": ops, "ops_emb": ops_emb,
-            "cv_report": _cv_report(p_oof, q_mapped, y, np.array(langs, dtype=object), ops, source)}
+            "cv_report": cv_report(p_oof, q_mapped, y, np.array(groups or langs, dtype=object), ops, source,
+                                   seed)}
 
 
 def _fit_state(bank: ConceptBank, encoder, seed: int, rows) -> dict:
@@ -351,15 +370,19 @@ def _fit_state(bank: ConceptBank, encoder, seed: int, rows) -> dict:
     W_emb, b_emb = np.zeros((d, k), np.float32), np.zeros(k, np.float32)
     fusion, ops, ops_emb, cv_report = {}, {}, {}, {}
     code = _code_fingerprint()
+    lang_of: dict[str, str] = {}
+    for t, lang in zip(rows.texts, rows.langs):
+        lang_of.setdefault(t, lang)
     for j, c in enumerate(bank.concepts):
         cs = sets[c.id]
         texts = [pool[i] for i in cs.idx]
+        groups = [lang_of.get(t, "prompt") for t in texts]
         key = "concept-" + hashlib.sha256(json.dumps(
             [MODEL_FORMAT, code, encoder.name, encoder.fingerprint, int(seed), c.id, c.keywords, texts,
-             cs.y.tolist(), cs.label_source]).encode()).hexdigest()[:32]
+             cs.y.tolist(), cs.label_source, groups]).encode()).hexdigest()[:32]
         res = _cache_get(key)
         if res is None:
-            res = _fit_concept(c, texts, cs.y, cs.label_source, encoder, seed, kwt)
+            res = _fit_concept(c, texts, cs.y, cs.label_source, encoder, seed, kwt, groups)
             _cache_put(key, res)
         W[:, j], b[j] = np.asarray(res["w"], np.float32), res["b"]
         W_emb[:, j], b_emb[j] = np.asarray(res["w_emb"], np.float32), res["b_emb"]
@@ -397,19 +420,3 @@ def _match_thresholds(emb_pts: dict, text_pts: dict, a: float, c0: float) -> tup
             return float(alpha), float(ts - alpha * zs)
     alpha = max(a, 1e-3)
     return float(alpha), float(tc - alpha * zc)
-
-
-def _cv_report(p, q, y, langs, ops, source) -> dict:
-    rep = {"label_source": source, "auroc": auroc(p, y), "auroc_embedding_only": auroc(q, y),
-           "calibration": reliability(p, y), "calibration_embedding_only": reliability(q, y), "by_language": {}}
-    for lang in sorted(set(langs)):
-        m = langs == lang
-        if m.sum() == 0:
-            continue
-        rep["by_language"][lang] = {
-            "n": int(m.sum()), "positives": int(y[m].sum()),
-            **{pt: {k: v for k, v in point_metrics(p[m], y[m], ops[pt]["threshold"]).items()
-                    if k in ("precision", "recall", "f1", "tp", "fp", "fn")} for pt in ("screen", "confirm")},
-        }
-    return rep
-

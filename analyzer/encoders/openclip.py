@@ -58,6 +58,49 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def _open_clip(config_json: Path | None = None):
+    """open_clip, imported on first need, with a user model-config JSON registered (idempotent)."""
+    try:
+        import open_clip
+    except ImportError as exc:
+        raise InputError(f"expected the open-clip-torch package for the openclip encoder, got {exc}; "
+                         "pip install open-clip-torch") from None
+    if config_json is not None and config_json.parent != _builtin_config_dir() and config_json not in _REGISTERED:
+        open_clip.add_model_config(config_json)
+        _REGISTERED.add(config_json)
+    return open_clip
+
+
+_REGISTERED: set = set()  # user model-config files already added to open_clip's registry
+
+
+def _builtin_config_dir() -> Path | None:
+    """open_clip's model_configs/ folder, found without importing the package (None when not installed)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0]) / "model_configs"
+
+
+def _read_json(path: Path):
+    import json
+
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _read_model_config(path: Path) -> dict | None:
+    """An architecture config (what open_clip registers: embed_dim, vision_cfg, text_cfg), else None."""
+    doc = _read_json(path) if Path(path).is_file() else None
+    if isinstance(doc, dict) and all(k in doc for k in ("embed_dim", "vision_cfg", "text_cfg")):
+        return doc
+    return None
+
+
 class OpenClipEncoder:
     """An open_clip CLIP model as an :class:`analyzer.encoders.Encoder` (texts and images)."""
 
@@ -87,14 +130,20 @@ class OpenClipEncoder:
 
     # ---------------------------------------------------------------------------------- resolution
     def _resolve(self, arch: str, pretrained: str) -> tuple[str, str, Path | None]:
-        import open_clip
-
+        """(model name, kind, checkpoint). Reads the architecture's config JSON without importing open_clip (8 s
+        and 250 MB here), so that a scan of precomputed embeddings with a cached concept model never imports it;
+        open_clip is imported only to check a pretrained tag or to load the model."""
         model_name = arch
+        self._config_json: Path | None = None
         if arch.lower().endswith(".json"):
             cfg = Path(arch).expanduser()
             if not cfg.is_file():
                 raise InputError(f"expected an open_clip model-config JSON file, got {arch!r} which does not exist")
-            open_clip.add_model_config(cfg)
+            if _read_model_config(cfg) is None:
+                raise InputError(f"expected an open_clip model config (embed_dim, vision_cfg, text_cfg) in {cfg}, "
+                                 "got another JSON document; pass a model-config file such as open_clip's "
+                                 "model_configs/ViT-B-32.json")
+            self._config_json = cfg
             model_name = cfg.stem
         p = Path(pretrained).expanduser()
         if pretrained.lower() in RANDOM_TAGS:
@@ -117,13 +166,18 @@ class OpenClipEncoder:
             kind, ckpt = "file", p
         else:
             kind, ckpt = "tag", None
-        if model_name not in open_clip.list_models():
+        if self._config_json is None:
+            builtin = _builtin_config_dir()
+            self._config_json = builtin / f"{model_name}.json" if builtin is not None else None
+            if self._config_json is None or _read_model_config(self._config_json) is None:
+                self._config_json = None
+        if self._config_json is None and model_name not in _open_clip().list_models():
             raise InputError(
                 f"expected an open_clip architecture (e.g. ViT-B-32, ViT-L-14; see open_clip.list_models()) or a "
                 f"model-config .json path, got {arch!r}"
             )
         if kind == "tag":
-            tags = open_clip.list_pretrained_tags_by_model(model_name)
+            tags = _open_clip(self._config_json).list_pretrained_tags_by_model(model_name)
             if pretrained not in tags:
                 raise InputError(
                     f"expected a pretrained tag of {model_name} ({', '.join(tags[:8]) or 'none known'}) or a local "
@@ -132,6 +186,7 @@ class OpenClipEncoder:
         return model_name, kind, ckpt
 
     def _tag_cfg(self) -> dict:
+        _open_clip(self._config_json)
         from open_clip import pretrained as oc_pre
 
         return oc_pre.get_pretrained_cfg(self._model_name, self.pretrained) or {}
@@ -176,10 +231,12 @@ class OpenClipEncoder:
     def dim(self) -> int:
         if self._loaded is not None:
             return self._loaded[4]
-        import open_clip
-
-        cfg = open_clip.get_model_config(self._model_name)
-        if cfg and "embed_dim" in cfg:
+        if self._kind == "localdir":
+            doc = _read_json(Path(self._model_name.split(":", 1)[1]) / "open_clip_config.json")
+            cfg = doc.get("model_cfg") if isinstance(doc, dict) else None
+        else:
+            cfg = _read_model_config(self._config_json) if self._config_json is not None else None
+        if isinstance(cfg, dict) and isinstance(cfg.get("embed_dim"), int):
             return int(cfg["embed_dim"])
         return self._load()[4]
 
@@ -207,8 +264,9 @@ class OpenClipEncoder:
     def _load(self):
         if self._loaded is not None:
             return self._loaded
-        import open_clip
         import torch
+
+        open_clip = _open_clip(self._config_json)
 
         device = self.resolved_device
         precision = self.precision or ("fp16" if device.startswith("cuda") else "fp32")

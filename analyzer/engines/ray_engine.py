@@ -170,7 +170,7 @@ def _msg(part: int, rows: int, *, data: bytes | None = None, skipped: bool = Fal
 
 def _ingest(batch: pa.Table, *, units, batch_size: int, root: str, hashes=None):
     """Read the units named in ``batch`` and yield one message per part (skipped parts carry no data)."""
-    from ..pipeline import _write_hash_part
+    from .local import _write_hash_part
     from ..store import RunStore
 
     store = RunStore(root)

@@ -10,7 +10,7 @@ import hashlib
 from pathlib import Path
 
 from ..errors import InputError
-from .schema import STANDARD_SCHEMA, ColumnSpec, make_item_id
+from .schema import STANDARD_SCHEMA, STANDARD_SCHEMA_F16, ColumnSpec, make_item_id
 from .tabular import TABULAR_SUFFIXES, TabularReader
 
 
@@ -89,4 +89,4 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-__all__ = ["open_input", "expand_paths", "ColumnSpec", "STANDARD_SCHEMA", "make_item_id", "file_sha256"]
+__all__ = ["open_input", "expand_paths", "ColumnSpec", "STANDARD_SCHEMA", "STANDARD_SCHEMA_F16", "make_item_id", "file_sha256"]

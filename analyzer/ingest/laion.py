@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from ..errors import InputError
 from .images import resolve_roles
 from .schema import ColumnSpec
-from .standardize import standardize
+from .standardize import _list_column, as_float32, finite_rows_f16, standardize
 
 _NUM_RE = re.compile(r"_(\d+)\.(?:npy|parquet)$")
 
@@ -117,7 +117,7 @@ class LaionEmbeddingReader:
                         use["id"] = "__key"
                     raw = pa.RecordBatch.from_arrays(arrays, names=names) if arrays else _empty(k)
                     out = standardize(raw, use, file=str(meta), start_row=row)
-                    out = out.set_column(out.schema.get_field_index("embedding"), out.schema.field("embedding"), emb)
+                    out = out.set_column(out.schema.get_field_index("embedding"), pa.field("embedding", emb.type), emb)
                     off += k
                     row += k
                     yield out
@@ -158,18 +158,27 @@ class _RowReader:
 
 
 def _embedding_column(block: np.ndarray, dim: int) -> tuple[pa.Array, pa.Array | None]:
-    """list<float32> column from an (n, d) slice; non-finite rows become null with an error."""
-    mat = block.astype(np.float32)  # always a fresh, writable array
-    emb = pa.FixedSizeListArray.from_arrays(pa.array(mat.reshape(-1), type=pa.float32()), dim)
-    emb = emb.cast(pa.list_(pa.float32()))
-    if np.isfinite(mat.sum(axis=1, dtype=np.float64)).all():  # one cheap pass; NaN/inf poison the row sum
-        return emb, None
-    finite = np.isfinite(mat).all(axis=1)
+    """list column from an (n, d) slice; non-finite rows become null with an error.
+
+    float16 vectors (LAION's) stay float16, sharing the block's memory: the tagger widens them block by block in
+    cache (analyzer.tagging.score_embeddings), which costs less than one pass that widens the whole batch here.
+    Other types become float32.
+    """
+    if block.dtype == np.float16:
+        mat = np.ascontiguousarray(block)
+        finite = finite_rows_f16(mat)
+        emb = _list_column(mat, finite)
+    else:
+        mat = as_float32(block) if block.dtype != np.float32 else np.array(block, copy=True)
+        with np.errstate(over="ignore", invalid="ignore"):
+            suspect = ~np.isfinite(mat.sum(axis=1))  # one cheap pass: NaN/inf poison a row sum
+        finite = np.ones(len(mat), dtype=bool)
+        if suspect.any():  # a huge finite float32 row can overflow its sum: recheck those value by value
+            finite[suspect] = np.isfinite(mat[suspect]).all(axis=1)
+        emb = _list_column(mat, finite)
     if finite.all():
         return emb, None
-    mask = pa.array(~finite)
-    emb = pc.if_else(pa.array(finite), emb, pa.nulls(len(mat), pa.list_(pa.float32())))
-    errors = pc.if_else(mask, pa.scalar("embedding holds NaN or inf"), pa.scalar(None, pa.string()))
+    errors = pc.if_else(pa.array(~finite), pa.scalar("embedding holds NaN or inf"), pa.scalar(None, pa.string()))
     return emb, errors
 
 

@@ -12,7 +12,8 @@ text       string            caption / alt-text (null when absent)
 url        string            URL (null when absent)
 source     string, not null  source group: the source column, else the URL's registered domain, else
                              "unknown"
-embedding  list<float32>     precomputed embedding (null when the input has none)
+embedding  list<float32>     precomputed embedding (null when the input has none); readers of float16
+                             vectors (LAION npy) may yield list<float16> instead (STANDARD_SCHEMA_F16)
 image      binary            raw image bytes for image inputs (null otherwise)
 file       string, not null  the input file the row came from
 status     string, not null  "ok" or "error" (per-item failure; the run goes on)
@@ -40,6 +41,10 @@ STANDARD_SCHEMA = pa.schema(
         pa.field("error", pa.string()),
     ]
 )
+
+# The same columns with float16 vectors kept as they are (widened block by block when tagged).
+STANDARD_SCHEMA_F16 = STANDARD_SCHEMA.set(STANDARD_SCHEMA.get_field_index("embedding"),
+                                          pa.field("embedding", pa.list_(pa.float16())))
 
 # Auto-detected names, first match wins (case-sensitive first, then case-insensitive).
 AUTO_NAMES = {

@@ -1,7 +1,7 @@
 """Column resolution (options + auto-detection) and conversion of raw batches to STANDARD_SCHEMA."""
 from __future__ import annotations
 
-import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -10,21 +10,31 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import InputError
-from .schema import AUTO_NAMES, STANDARD_SCHEMA, ColumnSpec, make_item_id
+from .schema import AUTO_NAMES, STANDARD_SCHEMA, STANDARD_SCHEMA_F16, ColumnSpec, make_item_id
 from .sources import source_column
 
 ROLES = ("text", "id", "url", "source", "embedding")
 _TORCH_MIN_VALUES = 1 << 18  # below 512 512-d rows numpy's cast is fast enough and torch is not imported for it
 
 
+_TORCH_LOCK = threading.Lock()
+_TORCH = []  # [torch or None] once the import was tried
+
+
 def _torch():
-    """torch when importable (its float16 casts are vectorised, ~20x numpy's scalar loop here), else None."""
-    if "torch" not in sys.modules:
-        try:
-            import torch  # noqa: F401
-        except Exception:  # noqa: BLE001 - any import failure: numpy fallback
-            return None
-    return sys.modules.get("torch")
+    """torch when importable (its float16 casts are vectorised, ~10x numpy's scalar loop here), else None.
+    Imported once under a lock: scoring threads that both reach their first cast must not see a half-imported
+    module."""
+    if _TORCH:
+        return _TORCH[0]
+    with _TORCH_LOCK:
+        if not _TORCH:
+            try:
+                import torch
+            except Exception:  # noqa: BLE001 - any import failure: numpy fallback
+                torch = None
+            _TORCH.append(torch)
+    return _TORCH[0]
 
 
 def pool_empty(shape, dtype) -> np.ndarray:
@@ -108,9 +118,11 @@ def resolve_columns(names: list[str], spec: ColumnSpec, path: Path | str) -> dic
     return out
 
 
-def embedding_matrix(arr: pa.Array, *, check_finite: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def embedding_matrix(arr: pa.Array, *, check_finite: bool = True,
+                     widen: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(n, d) float32 matrix and a validity mask from a list / fixed-size-list column (or fixed_size_binary(2*d):
-    raw little-endian float16 vectors, the "binary" layout of embedding parts).
+    raw little-endian float16 vectors, the "binary" layout of embedding parts). ``widen=False`` keeps float16
+    values float16 (a view where possible), for callers that widen block by block themselves.
 
     Rows that are null, of another length than the batch's first valid row, or hold NaN/inf are invalid
     (their matrix rows are zero). Raises InputError when no row has a usable vector. ``check_finite=False`` skips
@@ -124,11 +136,11 @@ def embedding_matrix(arr: pa.Array, *, check_finite: bool = True) -> tuple[np.nd
         d = t.list_size
         flat = arr.flatten() if arr.null_count == 0 else None
         if flat is not None and len(flat) == n * d:
-            mat = as_float32(flat.to_numpy(zero_copy_only=False)).reshape(n, d)
+            mat = _values(flat.to_numpy(zero_copy_only=False), widen).reshape(n, d)
             valid = np.ones(n, dtype=bool)
         else:
             arr = arr.cast(pa.list_(t.value_type))
-            return embedding_matrix(arr, check_finite=check_finite)
+            return embedding_matrix(arr, check_finite=check_finite, widen=widen)
     elif pa.types.is_list(t) or pa.types.is_large_list(t):
         if not (pa.types.is_floating(t.value_type) or pa.types.is_integer(t.value_type)):
             raise InputError(f"expected embedding values of a float type, got {t.value_type}")
@@ -139,12 +151,12 @@ def embedding_matrix(arr: pa.Array, *, check_finite: bool = True) -> tuple[np.nd
             return np.zeros((n, 0), dtype=np.float32), valid
         d = int(np.bincount(lens[valid]).argmax())
         valid &= lens == d
-        values = as_float32(arr.values.to_numpy(zero_copy_only=False))
-        mat = np.zeros((n, d), dtype=np.float32)
+        values = _values(arr.values.to_numpy(zero_copy_only=False), widen)
         idx = np.nonzero(valid)[0]
         if len(idx) == n and offsets[0] == 0 and len(values) == n * d:
             mat = values.reshape(n, d)  # a (read-only) view: callers only read the matrix
         else:
+            mat = np.zeros((n, d), dtype=values.dtype)
             starts = offsets[idx]
             gather = starts[:, None] + np.arange(d)[None, :]
             mat[idx] = values[gather]
@@ -154,26 +166,34 @@ def embedding_matrix(arr: pa.Array, *, check_finite: bool = True) -> tuple[np.nd
         valid = np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
         buf = arr.buffers()[1]
         raw = np.frombuffer(buf, dtype="<f2", count=(arr.offset + n) * d)[arr.offset * d:].reshape(n, d)
-        mat = as_float32(raw)
+        mat = _values(raw, widen)
         if not valid.all():
-            mat = np.array(mat, dtype=np.float32, copy=True)
+            mat = np.array(mat, copy=True)
             mat[~valid] = 0.0
     else:
         raise InputError(f"expected an embedding column of lists of floats, got type {t}; "
                          "store vectors as list<float> or fixed_size_list<float>")
     if not check_finite:
         return mat, valid
-    # NaN/inf poison a row sum (one cheap pass); a huge finite row can overflow it, so suspects are rechecked
-    with np.errstate(over="ignore", invalid="ignore"):  # inf + -inf: a per-item error, not a warning on stderr
-        suspect = ~np.isfinite(mat.sum(axis=1))
-    finite = np.ones(n, dtype=bool)
-    if suspect.any():
-        finite[suspect] = np.isfinite(mat[suspect]).all(axis=1)
+    if mat.dtype == np.float16:
+        finite = finite_rows_f16(mat) if mat.shape[1] else np.ones(n, dtype=bool)
+    else:
+        # NaN/inf poison a row sum (one cheap pass); a huge finite row can overflow it, so suspects are rechecked
+        with np.errstate(over="ignore", invalid="ignore"):  # inf + -inf: a per-item error, not a warning on stderr
+            suspect = ~np.isfinite(mat.sum(axis=1))
+        finite = np.ones(n, dtype=bool)
+        if suspect.any():
+            finite[suspect] = np.isfinite(mat[suspect]).all(axis=1)
     if not finite.all():
-        mat = np.array(mat, dtype=np.float32, copy=True)  # zero-copy views from Arrow are read-only
+        mat = np.array(mat, copy=True)  # zero-copy views from Arrow are read-only
         mat[~finite] = 0.0
     valid &= finite
     return mat, valid
+
+
+def _values(v: np.ndarray, widen: bool) -> np.ndarray:
+    """float32 values, or float16 ones kept as they are when not ``widen``."""
+    return v if (not widen and v.dtype == np.float16) else as_float32(v)
 
 
 def standardize(raw: pa.RecordBatch, cols: dict, *, file: str, start_row: int) -> pa.RecordBatch:
@@ -220,14 +240,17 @@ def standardize(raw: pa.RecordBatch, cols: dict, *, file: str, start_row: int) -
                 vals[i] = f"{base}:row{start_row + i}"
         ids = pa.array(vals, type=pa.string())
     source = source_column(src, url if cols.get("url") else None, n)
+    empty_emb = pa.nulls(n, _LIST_F16 if emb is not None and _is_f16_list(emb.type) else pa.list_(pa.float32()))
     if emb is not None and emb.null_count == n:
         emb = None  # an all-null column (e.g. a JSONL batch whose lines hold null) is typed string: no vectors
     if emb is not None:
         emb_arr, bad = _embedding_column(emb)
         for i in np.nonzero(bad & (status == "ok"))[0]:
             status[i], error[i] = "error", "embedding of another length than the others, or not finite"
+        if emb_arr.null_count == n:
+            emb_arr = empty_emb  # one type per input stream: float16 inputs give list<float16> even when all null
     else:
-        emb_arr = pa.nulls(n, pa.list_(pa.float32()))
+        emb_arr = empty_emb
     arrays = [
         ids,
         pa.array(np.arange(start_row, start_row + n, dtype=np.int64)),
@@ -239,7 +262,15 @@ def standardize(raw: pa.RecordBatch, cols: dict, *, file: str, start_row: int) -
         pa.repeat(pa.scalar(file, pa.string()), n),
         *_status_arrays(status, error, n),
     ]
-    return pa.RecordBatch.from_arrays(arrays, schema=STANDARD_SCHEMA)
+    return pa.RecordBatch.from_arrays(arrays, schema=STANDARD_SCHEMA_F16 if emb_arr.type == _LIST_F16 else STANDARD_SCHEMA)
+
+
+_LIST_F16 = pa.list_(pa.float16())
+
+
+def _is_f16_list(t: pa.DataType) -> bool:
+    return (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)) and \
+        pa.types.is_float16(t.value_type)
 
 
 def _status_arrays(status: np.ndarray, error: np.ndarray, n: int) -> tuple[pa.Array, pa.Array]:
@@ -251,15 +282,31 @@ def _status_arrays(status: np.ndarray, error: np.ndarray, n: int) -> tuple[pa.Ar
 
 
 def _list_column(mat: np.ndarray, valid: np.ndarray) -> pa.Array:
-    """list<float32> over the rows of a float32 matrix (null where not valid), sharing its memory."""
+    """list<float32> (list<float16> for a float16 matrix) over the rows of a matrix (null where not valid),
+    sharing its memory."""
     n, d = mat.shape
-    values = pa.array(np.ascontiguousarray(mat, dtype=np.float32).reshape(-1), type=pa.float32())
+    f16 = mat.dtype == np.float16
+    values = pa.array(np.ascontiguousarray(mat, dtype=np.float16 if f16 else np.float32).reshape(-1),
+                      type=pa.float16() if f16 else pa.float32())
     if n * d >= 2**31 - 1:  # int32 offsets: such a batch is too large for list<float32> anyway
         raise InputError(f"expected batches of fewer than 2^31 embedding values, got {n} x {d}; "
                          "pass a smaller --batch-size")
     offsets = pa.array(np.arange(0, (n + 1) * d, d, dtype=np.int32))
     mask = None if valid.all() else pa.array(~valid)
-    return pa.ListArray.from_arrays(offsets, values, type=pa.list_(pa.float32()), mask=mask)
+    return pa.ListArray.from_arrays(offsets, values, type=pa.list_(values.type), mask=mask)
+
+
+def finite_rows_f16(mat: np.ndarray, block: int = 2048) -> np.ndarray:
+    """Rows of a float16 matrix without NaN/inf: a value is non-finite when its exponent bits are all ones, so
+    ``max(bits & 0x7fff) < 0x7c00`` per row, in cache-sized blocks (about 20x numpy's float16 isfinite)."""
+    bits = np.ascontiguousarray(mat).view(np.uint16)
+    out = np.empty(len(mat), dtype=bool)
+    buf = np.empty((min(block, len(mat)), mat.shape[1]), dtype=np.uint16)
+    for s in range(0, len(mat), block):
+        e = min(len(mat), s + block)
+        np.bitwise_and(bits[s:e], 0x7FFF, out=buf[:e - s])
+        np.less(buf[:e - s].max(axis=1), 0x7C00, out=out[s:e])
+    return out
 
 
 def _embedding_column(emb) -> tuple[pa.Array, np.ndarray]:
@@ -271,7 +318,16 @@ def _embedding_column(emb) -> tuple[pa.Array, np.ndarray]:
         emb = emb.combine_chunks()
     n = len(emb)
     null = np.asarray(emb.is_null().to_numpy(zero_copy_only=False), dtype=bool)
-    mat, valid = embedding_matrix(emb)
+    # float16 vectors stay float16 (list<float16>): the tagger widens them block by block, in cache
+    mat, valid = embedding_matrix(emb, check_finite=False, widen=False)
+    if mat.dtype == np.float16:
+        if mat.shape[1]:
+            valid &= finite_rows_f16(mat)
+    else:
+        with np.errstate(over="ignore", invalid="ignore"):
+            suspect = ~np.isfinite(mat.sum(axis=1))  # NaN/inf poison a row sum; huge finite rows are rechecked
+        if suspect.any():
+            valid[suspect] &= np.isfinite(mat[suspect]).all(axis=1)
     bad = ~valid & ~null
     d = mat.shape[1]
     if d == 0:

@@ -57,6 +57,9 @@ def extra_sections(con, store, summary: dict, policy) -> dict:
                      "items": d["r2_items"], "bridges": d["r2_bridges"], "adult_bridges": d["adult_bridges"],
                      "minor_bridges": d["minor_bridges"],
                      "top_bridges": [{k: b[k] for k in ("item_id", "direction", "r2")} for b in bridges]}
+    from ..index import index_info  # how the neighbours were searched (exact or sampled), in summary.json
+
+    summary["r2"]["index"] = index_info(con)
     groups = {}
     for kind in ("source", "shard", "cluster"):
         groups[kind] = _rows(con, "SELECT group_id, items, minor, adult_sexual, both_concepts, minor_rate, minor_rate_lo, "
@@ -100,6 +103,10 @@ def _markdown(res, d, settings, bridges, groups, summary) -> str:
         f"## R2 neighbourhood bridges (k = {settings['k']}, bridge at share >= {settings['bridge_share']}; ids and "
         "scores only)", "",
     ]
+    if d["r2_available"]:
+        from ..index import describe_search
+
+        lines += [describe_search(summary["r2"].get("index") or {}), ""]
     if not d["r2_available"]:
         lines += ["Not computed: the run kept no embeddings.", ""]
     elif bridges:

@@ -41,10 +41,11 @@ def prevalence(con, out: Path) -> Path:
 
 def score_distributions(con, out: Path, operating_points: dict) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    bins = np.linspace(0, 1, 41)
     for ax, c in zip(axes, ("minor", "adult_sexual")):
-        vals = np.array([r[0] for r in con.execute(
-            f"SELECT {c}_score FROM item_scores WHERE {c}_score IS NOT NULL").fetchall()], dtype=float)
-        ax.hist(vals, bins=np.linspace(0, 1, 41), color="#5b7fa6", log=True)
+        counts = histogram(con, f"SELECT {c}_score FROM item_scores WHERE {c}_score IS NOT NULL", bins)
+        # the counts drawn as ax.hist draws the scores themselves (same bars), without every score in Python
+        ax.hist(bins[:-1], bins=bins, weights=counts, color="#5b7fa6", log=True)
         for point, style in (("screen", "--"), ("confirm", "-")):
             t = operating_points.get(c, {}).get(point, {}).get("threshold")
             if t is not None:
@@ -54,6 +55,20 @@ def score_distributions(con, out: Path, operating_points: dict) -> Path:
         ax.legend(fontsize=8)
     axes[0].set_ylabel("items (log)")
     return _save(fig, out / "score_distributions.png")
+
+
+def histogram(con, sql: str, bins: np.ndarray, batch_rows: int = 1 << 20) -> np.ndarray:
+    """``np.histogram`` counts of the one numeric column ``sql`` returns, streamed in Arrow record batches
+    (memory bounded by the batch, not the number of rows)."""
+    counts = np.zeros(len(bins) - 1, dtype=np.int64)
+    cur = con.cursor()  # its own result: the caller may hold a partly fetched one on ``con``
+    try:
+        for batch in cur.sql(sql).to_arrow_reader(batch_rows):
+            vals = batch.column(0).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+            counts += np.histogram(vals, bins=bins)[0]
+    finally:
+        cur.close()
+    return counts
 
 
 def sources(con, out: Path, top: int = 15) -> Path:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .figures import _save, plt, rate_bars
+from .figures import _save, histogram, plt, rate_bars
 
 
 def clusters(con, out: Path, top: int = 15) -> Path | None:
@@ -21,8 +21,7 @@ def clusters(con, out: Path, top: int = 15) -> Path | None:
 
 
 def neighbourhoods(con, out: Path) -> Path | None:
-    rows = con.execute("SELECT direction, r2 FROM neighbourhood_risk").fetchall()
-    if not rows:
+    if not con.execute("SELECT count(*) FROM neighbourhood_risk").fetchall()[0][0]:
         return None
     bridge = con.execute("SELECT bridge_share FROM (SELECT CAST(json_extract_string(value, '$.bridge_share') AS DOUBLE) "
                          "AS bridge_share FROM runs WHERE key = 'risk_settings')").fetchone()
@@ -30,9 +29,11 @@ def neighbourhoods(con, out: Path) -> Path | None:
     bins = np.linspace(0, 1, 21)
     for direction, color, label in (("adult_to_minor", "#c0392b", "adult_sexual items: minor share of neighbours"),
                                     ("minor_to_adult", "#3c8dbc", "minor items: adult_sexual share of neighbours")):
-        vals = [r[1] for r in rows if r[0] == direction and r[1] is not None]
-        if vals:
-            ax.hist(vals, bins=bins, alpha=0.6, color=color, label=label, log=True)
+        counts = histogram(con, "SELECT r2 FROM neighbourhood_risk WHERE direction = '" + direction + "' "
+                                "AND r2 IS NOT NULL", bins)  # streamed counts: no per-item Python
+        if con.execute("SELECT count(*) FROM neighbourhood_risk WHERE direction = ? AND r2 IS NOT NULL",
+                       [direction]).fetchall()[0][0]:
+            ax.hist(bins[:-1], bins=bins, weights=counts, alpha=0.6, color=color, label=label, log=True)
     if bridge and bridge[0] is not None:
         ax.axvline(bridge[0], color="#333", linestyle="--", label=f"bridge threshold {bridge[0]:.2f}")
     ax.set_xlabel("share of the k nearest neighbours carrying the other concept (R2)")

@@ -45,16 +45,48 @@ def redact_rows(rows: list[dict], flagged: set[str]) -> list[dict]:
     return out
 
 
+def flagged_values(con, values) -> dict[str, str]:
+    """{value: 'text' | 'url'} for those of ``values`` that are the caption or URL of a flagged item."""
+    from ..sql import run_query
+
+    vals = sorted({v for v in values if isinstance(v, str) and v})
+    if not vals:
+        return {}
+    return {v: k for v, k in run_query(con, "flagged_values", {"values": vals}).fetchall()}
+
+
 def redact_frame(df, con):
-    """Polars or pandas frame -> same kind of frame with flagged captions and URLs redacted."""
+    """Polars or pandas frame -> same kind of frame with flagged captions and URLs redacted.
+
+    Two rules: by column (``text``/``url`` of a flagged or unidentified row, :func:`redact_rows`), and by value:
+    any string cell, in any column, equal to a flagged item's caption or URL is redacted too, so a query that
+    renames or copies the caption column (``SELECT text AS t``) cannot show it.
+    """
     flagged = flagged_ids(con)
+    kind = "pandas"
     try:
         import polars as pl
 
         if isinstance(df, pl.DataFrame):
-            return pl.DataFrame(redact_rows(df.to_dicts(), flagged), schema=df.schema) if df.height else df
+            kind = "polars"
+            rows, columns, schema = df.to_dicts(), df.columns, df.schema
     except ImportError:  # pragma: no cover
         pass
+    if kind == "pandas":
+        rows, columns, schema = df.to_dict("records"), list(df.columns), None
+    if not rows:
+        return df
+    rows = redact_rows(rows, flagged)
+    hits = flagged_values(con, (v for r in rows for v in r.values()))
+    if hits:
+        for r in rows:
+            for k, v in r.items():
+                if isinstance(v, str) and v in hits:
+                    r[k] = REDACTED if hits[v] == "text" else url_hash(v)
+    if kind == "polars":
+        import polars as pl
+
+        return pl.DataFrame(rows, schema=schema)
     import pandas as pd
 
-    return pd.DataFrame(redact_rows(df.to_dict("records"), flagged), columns=df.columns)
+    return pd.DataFrame(rows, columns=columns)

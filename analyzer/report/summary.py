@@ -9,9 +9,7 @@ def build_summary(con, *, top_sources: int = 20) -> dict:
     total, failed = con.execute(
         "SELECT count(*), count(*) FILTER (WHERE status <> 'ok') FROM items").fetchall()[0]
     concepts = {}
-    for concept, screen, confirm, scanned in con.execute(
-            "SELECT concept, count(*) FILTER (WHERE screen), count(*) FILTER (WHERE confirm), count(*) "
-            "FROM tags WHERE score IS NOT NULL GROUP BY concept ORDER BY concept").fetchall():
+    for concept, screen, confirm, scanned in _concept_counts(con):
         concepts[concept] = {"screen": screen, "confirm": confirm,
                              "screen_rate": screen / scanned if scanned else 0.0,
                              "confirm_rate": confirm / scanned if scanned else 0.0}
@@ -53,6 +51,23 @@ def build_summary(con, *, top_sources: int = 20) -> dict:
         "sources_at_risk": sources,
         "r4": r4,
     }
+
+
+def _concept_counts(con) -> list[tuple]:
+    """(concept, screen, confirm, scored) per concept with scores, by name: the figures of
+    ``SELECT concept, count(*) FILTER (WHERE screen), ... FROM tags WHERE score IS NOT NULL GROUP BY concept``
+    in one pass over item_scores (the tags view stacks every concept: one pass per concept)."""
+    names = [r[0] for r in con.execute("DESCRIBE item_scores").fetchall()]
+    ids = sorted(c[:-len("_score")] for c in names
+                 if c.endswith("_score") and f"{c[:-len('_score')]}_screen" in names)
+    if not ids:
+        return []
+    aggs = ", ".join(f'count(*) FILTER (WHERE "{c}_score" IS NOT NULL AND "{c}_screen"), '
+                     f'count(*) FILTER (WHERE "{c}_score" IS NOT NULL AND "{c}_confirm"), count("{c}_score")'
+                     for c in ids)
+    row = con.execute(f"SELECT {aggs} FROM item_scores").fetchall()[0]
+    out = [(c, *row[3 * k:3 * k + 3]) for k, c in enumerate(ids)]
+    return [r for r in out if r[3] > 0]
 
 
 def dumps(summary: dict) -> str:

@@ -1,0 +1,102 @@
+"""The catalog's one-table layout and the count-based residual queries give the figures of a direct recount.
+
+items, item_scores and scanned are views over one table (item_rows, read once from the parts); the residual
+R2-R4 of a removal strategy start from group_counts (the scanned dataset's counts, computed once) minus the
+removed items. These tests recount every figure directly over the kept items and compare. No captions; the
+dual-concept items are synthetic vectors (catalog_helpers.planted_rows).
+"""
+from __future__ import annotations
+
+import pytest
+
+from analyzer.recommend import STRATEGY_DOC, build_recommendations
+from analyzer.risk import build_risk
+from catalog_helpers import Space, item, make_store, planted_rows
+
+STRATEGIES = ["none", *STRATEGY_DOC]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    rows = planted_rows(Space(seed=3))
+    rows[40]["file"] = rows[41]["file"] = "g.parquet"  # a second shard
+    store = make_store(tmp_path_factory.mktemp("counts") / "run", rows, part_rows=64)
+    con = store.connect()
+    build_risk(con, store, seed=0, min_items=2)
+    build_recommendations(con, store, bank_version="t", encoder_name="test")
+    yield con
+    con.close()
+
+
+def _kept_counts(con, strategy, kind):
+    group = {"source": "s.source", "shard": "coalesce(s.file, 'unknown')", "cluster": "CAST(c.cluster AS VARCHAR)"}[kind]
+    return con.execute(f"""
+        SELECT {group} AS g, count(*), count(*) FILTER (WHERE s.minor_screen),
+               count(*) FILTER (WHERE s.adult_sexual_screen),
+               count(*) FILTER (WHERE s.minor_screen AND s.adult_sexual_screen)
+        FROM scanned AS s LEFT JOIN clusters AS c USING (item_id)
+        WHERE s.item_id NOT IN (SELECT item_id FROM recommendations WHERE strategy = ?)
+          AND (({group}) IS NOT NULL OR '{kind}' = 'source')
+        GROUP BY g HAVING count(*) >= 2 ORDER BY g NULLS FIRST
+    """, [strategy]).fetchall()
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("kind", ["source", "shard", "cluster"])
+def test_residual_group_counts_equal_a_direct_recount(built, strategy, kind):
+    got = built.execute(
+        "SELECT group_id, items, minor, adult_sexual, both_concepts FROM group_risk_by_strategy "
+        "WHERE strategy = ? AND group_kind = ? ORDER BY group_id NULLS FIRST", [strategy, kind]).fetchall()
+    want = _kept_counts(built, strategy, kind)
+    assert got == want
+    if kind != "shard" and strategy != "all_adult_sexual":
+        assert got  # the comparison is not vacuous
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_residual_dataset_size_and_r2_rates_equal_a_direct_recount(built, strategy):
+    n, m, a = built.execute("""
+        SELECT count(*), count(*) FILTER (WHERE minor_screen), count(*) FILTER (WHERE adult_sexual_screen)
+        FROM scanned WHERE item_id NOT IN (SELECT item_id FROM recommendations WHERE strategy = ?)""",
+                            [strategy]).fetchone()
+    assert built.execute("SELECT scanned FROM dataset_risk_by_strategy WHERE strategy = ?",
+                         [strategy]).fetchone()[0] == n
+    rows = built.execute("SELECT direction, r2, lift FROM neighbourhood_risk_by_strategy WHERE strategy = ? "
+                         "AND lift IS NOT NULL", [strategy]).fetchall()
+    for direction, r2, lift in rows:
+        rate = (m if direction == "adult_to_minor" else a) / n
+        assert lift == pytest.approx(r2 / rate, rel=1e-12)
+    if strategy == "none":
+        assert rows
+
+
+def test_group_counts_sum_to_the_scanned_totals(built):
+    totals = built.execute("SELECT sum(items), sum(minor_screen), sum(adult_sexual_confirm) FROM group_counts "
+                           "WHERE group_kind = 'source'").fetchone()
+    assert totals == built.execute("SELECT count(*), count(*) FILTER (WHERE minor_screen), "
+                                   "count(*) FILTER (WHERE adult_sexual_confirm) FROM scanned").fetchone()
+
+
+def test_duplicates_failures_and_unscanned_hash_hits(tmp_path):
+    rows = [item("a", "s1", 0.9, 0.02), item("b", "s1", 0.02, 0.02, status="error"), item("c", "s2", 0.5, 0.5),
+            item("a", "s2", 0.02, 0.9),  # duplicate of a: an error row, a keeps its first scores
+            item("b", "s3", 0.9, 0.9),  # b failed first: this later row is a duplicate (error) but holds b's scores
+            item("d", "s3", 0.02, 0.02, status="error")]
+    store = make_store(tmp_path / "run", rows, part_rows=2)
+    con = store.connect()
+    con.execute("INSERT INTO hash_matches VALUES ('d', 'list1', 'url', 0, NULL), ('a', 'list1', 'url', 0, NULL)")
+    build_risk(con, store)
+    items = con.execute("SELECT item_id, row_idx, source, status, error FROM items").fetchall()
+    assert [r[:4] for r in items] == [("a", 0, "s1", "ok"), ("b", 1, "s1", "error"), ("c", 2, "s2", "ok"),
+                                      ("a", 3, "s2", "error"), ("b", 4, "s3", "error"), ("d", 5, "s3", "error")]
+    assert items[3][4] == items[4][4] == "duplicate item_id (first occurrence kept)"
+    scores = dict(con.execute("SELECT item_id, adult_sexual_score FROM item_scores").fetchall())
+    assert scores == pytest.approx({"a": 0.02, "c": 0.5, "b": 0.9})
+    assert [r[0] for r in con.execute("SELECT item_id FROM scanned").fetchall()] == ["a", "c"]
+    risk = {r[0]: r[1:] for r in con.execute(
+        "SELECT item_id, source, adult_sexual_score, both_concepts, hash_match, r1 FROM item_risk").fetchall()}
+    assert set(risk) == {"a", "c", "d"}
+    assert risk["a"] == pytest.approx(("s1", 0.02, False, True, True))
+    assert risk["c"] == pytest.approx(("s2", 0.5, True, False, True))
+    assert risk["d"] == ("s3", None, False, True, True)
+    con.close()
