@@ -168,10 +168,8 @@ def run_scan(cfg: ScanConfig) -> Path:
             counts = run_parts_ray(cfg, reader, encoder, model, store)
             if hashes is not None:  # hash matching is I/O + CPU on the driver, the same parts as local
                 run_hash_parts(cfg, reader, store, hashes)
-        elif cfg.engine == "local":
+        else:  # "local" (_check_engine refused anything else)
             counts = run_parts_local(cfg, reader, encoder, model, store, hashes)
-        else:
-            raise InputError(f"expected --engine local or ray, got {cfg.engine!r}")
         t_parts = time.perf_counter() - t0
         finalize(cfg, store, reader, bank, encoder, model, hashes=hashes, timings={"parts_s": t_parts},
                  resumed=resumed)

@@ -144,15 +144,14 @@ def score_embeddings(m: np.ndarray, model, *, modality: str = "image", texts: li
                 blk = wide[:e - s]
             else:
                 blk = _cast_float(m[s:e], np.float32, out=wide[:e - s])
-            if head is not None and _fused_block(blk, head, z[:e - s], norms[s:e], unit[:e - s], keep_float16):
+            ub = unit[:e - s]
+            if head is not None and _fused_block(blk, head, z[:e - s], norms[s:e], ub, keep_float16):
                 for j, c in enumerate(concept_ids):
                     scores[c][s:e] = z[:e - s, j]
-                if out16 is not None:
-                    _cast_float(unit[:e - s], np.float16, out=out16[s:e])
-                continue
-            ub, norms[s:e] = unit_rows(blk, out=unit[:e - s])
-            for c, p in model.score(None if texts is None else texts[s:e], ub, modality=modality).items():
-                scores[c][s:e] = p
+            else:
+                ub, norms[s:e] = unit_rows(blk, out=ub)
+                for c, p in model.score(None if texts is None else texts[s:e], ub, modality=modality).items():
+                    scores[c][s:e] = p
             if out16 is not None:
                 _cast_float(ub, np.float16, out=out16[s:e])
 

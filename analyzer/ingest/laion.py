@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from ..errors import InputError
 from .images import resolve_roles
 from .schema import ColumnSpec
-from .standardize import _list_column, as_float32, finite_rows_f16, standardize
+from .standardize import _list_column, as_float32, finite_rows, standardize
 
 _NUM_RE = re.compile(r"_(\d+)\.(?:npy|parquet)$")
 
@@ -104,7 +104,7 @@ class LaionEmbeddingReader:
                         continue
                     if off + k > rows.n:
                         raise InputError(f"expected {meta.name} to have {rows.n} rows, got more while reading")
-                    emb, errors = _embedding_column(rows.read(off, k), self.dim)
+                    emb, errors = _embedding_column(rows.read(off, k))
                     arrays, names = list(raw.columns), list(raw.schema.names)
                     use = dict(cols)
                     if errors is not None:
@@ -157,7 +157,7 @@ class _RowReader:
             self.fh.close()
 
 
-def _embedding_column(block: np.ndarray, dim: int) -> tuple[pa.Array, pa.Array | None]:
+def _embedding_column(block: np.ndarray) -> tuple[pa.Array, pa.Array | None]:
     """list column from an (n, d) slice; non-finite rows become null with an error.
 
     float16 vectors (LAION's) stay float16, sharing the block's memory: the tagger widens them block by block in
@@ -166,16 +166,10 @@ def _embedding_column(block: np.ndarray, dim: int) -> tuple[pa.Array, pa.Array |
     """
     if block.dtype == np.float16:
         mat = np.ascontiguousarray(block)
-        finite = finite_rows_f16(mat)
-        emb = _list_column(mat, finite)
     else:
         mat = as_float32(block) if block.dtype != np.float32 else np.array(block, copy=True)
-        with np.errstate(over="ignore", invalid="ignore"):
-            suspect = ~np.isfinite(mat.sum(axis=1))  # one cheap pass: NaN/inf poison a row sum
-        finite = np.ones(len(mat), dtype=bool)
-        if suspect.any():  # a huge finite float32 row can overflow its sum: recheck those value by value
-            finite[suspect] = np.isfinite(mat[suspect]).all(axis=1)
-        emb = _list_column(mat, finite)
+    finite = finite_rows(mat)
+    emb = _list_column(mat, finite)
     if finite.all():
         return emb, None
     errors = pc.if_else(pa.array(~finite), pa.scalar("embedding holds NaN or inf"), pa.scalar(None, pa.string()))

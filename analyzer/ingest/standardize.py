@@ -175,15 +175,7 @@ def embedding_matrix(arr: pa.Array, *, check_finite: bool = True,
                          "store vectors as list<float> or fixed_size_list<float>")
     if not check_finite:
         return mat, valid
-    if mat.dtype == np.float16:
-        finite = finite_rows_f16(mat) if mat.shape[1] else np.ones(n, dtype=bool)
-    else:
-        # NaN/inf poison a row sum (one cheap pass); a huge finite row can overflow it, so suspects are rechecked
-        with np.errstate(over="ignore", invalid="ignore"):  # inf + -inf: a per-item error, not a warning on stderr
-            suspect = ~np.isfinite(mat.sum(axis=1))
-        finite = np.ones(n, dtype=bool)
-        if suspect.any():
-            finite[suspect] = np.isfinite(mat[suspect]).all(axis=1)
+    finite = finite_rows(mat)
     if not finite.all():
         mat = np.array(mat, copy=True)  # zero-copy views from Arrow are read-only
         mat[~finite] = 0.0
@@ -296,6 +288,20 @@ def _list_column(mat: np.ndarray, valid: np.ndarray) -> pa.Array:
     return pa.ListArray.from_arrays(offsets, values, type=pa.list_(values.type), mask=mask)
 
 
+def finite_rows(mat: np.ndarray) -> np.ndarray:
+    """Rows of an (n, d) matrix without NaN/inf. float16: on the bits (:func:`finite_rows_f16`); other types: NaN
+    and inf poison a row sum (one cheap pass), and the rows whose sum is not finite (which a huge finite row can
+    also overflow) are rechecked value by value."""
+    if mat.dtype == np.float16:
+        return finite_rows_f16(mat) if mat.shape[1] else np.ones(len(mat), dtype=bool)
+    with np.errstate(over="ignore", invalid="ignore"):  # inf + -inf: a per-item error, not a warning on stderr
+        suspect = ~np.isfinite(mat.sum(axis=1))
+    finite = np.ones(len(mat), dtype=bool)
+    if suspect.any():
+        finite[suspect] = np.isfinite(mat[suspect]).all(axis=1)
+    return finite
+
+
 def finite_rows_f16(mat: np.ndarray, block: int = 2048) -> np.ndarray:
     """Rows of a float16 matrix without NaN/inf: a value is non-finite when its exponent bits are all ones, so
     ``max(bits & 0x7fff) < 0x7c00`` per row, in cache-sized blocks (about 20x numpy's float16 isfinite)."""
@@ -320,14 +326,7 @@ def _embedding_column(emb) -> tuple[pa.Array, np.ndarray]:
     null = np.asarray(emb.is_null().to_numpy(zero_copy_only=False), dtype=bool)
     # float16 vectors stay float16 (list<float16>): the tagger widens them block by block, in cache
     mat, valid = embedding_matrix(emb, check_finite=False, widen=False)
-    if mat.dtype == np.float16:
-        if mat.shape[1]:
-            valid &= finite_rows_f16(mat)
-    else:
-        with np.errstate(over="ignore", invalid="ignore"):
-            suspect = ~np.isfinite(mat.sum(axis=1))  # NaN/inf poison a row sum; huge finite rows are rechecked
-        if suspect.any():
-            valid[suspect] &= np.isfinite(mat[suspect]).all(axis=1)
+    valid &= finite_rows(mat)
     bad = ~valid & ~null
     d = mat.shape[1]
     if d == 0:

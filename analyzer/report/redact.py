@@ -62,31 +62,22 @@ def redact_frame(df, con):
     any string cell, in any column, equal to a flagged item's caption or URL is redacted too, so a query that
     renames or copies the caption column (``SELECT text AS t``) cannot show it.
     """
-    flagged = flagged_ids(con)
-    kind = "pandas"
     try:
         import polars as pl
-
-        if isinstance(df, pl.DataFrame):
-            kind = "polars"
-            rows, columns, schema = df.to_dicts(), df.columns, df.schema
     except ImportError:  # pragma: no cover
-        pass
-    if kind == "pandas":
-        rows, columns, schema = df.to_dict("records"), list(df.columns), None
+        pl = None
+    is_polars = pl is not None and isinstance(df, pl.DataFrame)
+    rows = df.to_dicts() if is_polars else df.to_dict("records")
     if not rows:
         return df
-    rows = redact_rows(rows, flagged)
+    rows = redact_rows(rows, flagged_ids(con))
     hits = flagged_values(con, (v for r in rows for v in r.values()))
-    if hits:
-        for r in rows:
-            for k, v in r.items():
-                if isinstance(v, str) and v in hits:
-                    r[k] = REDACTED if hits[v] == "text" else url_hash(v)
-    if kind == "polars":
-        import polars as pl
-
-        return pl.DataFrame(rows, schema=schema)
+    for r in rows if hits else ():
+        for k, v in r.items():
+            if isinstance(v, str) and v in hits:
+                r[k] = REDACTED if hits[v] == "text" else url_hash(v)
+    if is_polars:
+        return pl.DataFrame(rows, schema=df.schema)
     import pandas as pd
 
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=df.columns)
