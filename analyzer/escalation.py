@@ -303,7 +303,7 @@ def write_escalation_package(run_dir, *, matches: Iterable[Mapping] = (), r1_ite
 # ------------------------------------------------------------------------------------------ from a run
 def write_run_escalation(run_dir, con, *, run_fingerprint: str | None = None, threshold: float = 0.9,
                          k: int = 50, batch_rows: int = 65536) -> Path:
-    """Build the package of a finished scan from its catalog (``item_risk``, ``hash_matches``, ``items``).
+    """Build the package of a finished scan from its catalog (``item_risk_flagged``, ``hash_matches``, ``items``).
 
     R1 items and hash matches come from queries/escalation_items.sql and escalation_matches.sql; expansion
     candidates are searched around the hash-matched items in the kept embedding parts

@@ -79,6 +79,7 @@ def prepare_scan(cfg: ScanConfig):
     if cfg.embedding_modality not in (None, "text", "image"):
         raise InputError(f"expected --embedding-modality text or image, got {cfg.embedding_modality!r}")
     reader = open_input(cfg.inputs, cfg.columns)
+    _prefetch(torch=not getattr(reader, "has_embeddings", False))
     if cfg.batch_size is None:
         cfg.batch_size = EMBEDDING_BATCH_SIZE if getattr(reader, "has_embeddings", False) else DEFAULT_BATCH_SIZE
     check_out_outside_inputs(cfg.out, cfg.inputs, getattr(reader, "files", []))
@@ -153,7 +154,6 @@ def _peek_embedding_dim(reader) -> int | None:
 def run_scan(cfg: ScanConfig) -> Path:
     t0 = time.perf_counter()
     _check_engine(cfg)  # a bad engine or option is bad input before anything is read or written
-    _prefetch_torch()
     reader, bank, encoder, model, hashes = prepare_scan(cfg)
     store = RunStore(cfg.out)
     state = _state(cfg, reader, encoder, bank)
@@ -196,14 +196,28 @@ def _check_engine(cfg: ScanConfig) -> None:
                          "pass --engine ray or drop the options")
 
 
-def _prefetch_torch() -> None:
-    """Import torch in a background thread while the scan is prepared: every scan needs it (the encoders, and the
-    vectorised float16 casts of precomputed vectors) and the import takes seconds."""
+def _prefetch(*, torch: bool) -> None:
+    """Load the compiled scoring kernel (analyzer.kernels, about 0.5 s) and, when the scan will run an encoder
+    (inputs without precomputed vectors), import torch (seconds) in background threads while the scan is
+    prepared. A scan of precomputed vectors with a cached concept model never imports torch: its import would
+    hold the GIL for seconds against the main thread. A failure here is ignored: the same call fails again,
+    with its own error, where the scan needs it."""
     import threading
 
     from .ingest.standardize import _torch
+    from .kernels import warm
 
-    threading.Thread(target=_torch, name="analyzer-import-torch", daemon=True).start()
+    def quietly(fn):
+        def run():
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - re-raised by the real use
+                pass
+        return run
+
+    threading.Thread(target=quietly(warm), name="analyzer-load-kernel", daemon=True).start()
+    if torch:
+        threading.Thread(target=quietly(_torch), name="analyzer-import-torch", daemon=True).start()
 
 
 def finalize(cfg, store: RunStore, reader, bank, encoder, model, *, hashes=None, timings=None, resumed=False):

@@ -34,6 +34,8 @@ def build_recommendations(con, store, *, bank_version: str, encoder_name: str,
 
     con.execute(f"CREATE OR REPLACE TABLE recommendations AS {load_query('strategy_removals')}",
                 {"min_minor": int(min_minor)})
+    # the scanned rows of the recommended items, read by every residual query below instead of all items
+    con.execute(f"CREATE OR REPLACE TABLE removed_scanned AS {load_query('removed_scanned')}")
     for name in STRATEGY_DOC:
         residual_risk(con, name)
     con.execute("""

@@ -53,7 +53,10 @@ def build_risk(con, store=None, *, min_items: int = MIN_GROUP_ITEMS, quiet: bool
     settings = {"min_items": int(min_items), "k": int(k), "bridge_share": float(bridge_share), "point": POINT}
     con.execute("DELETE FROM runs WHERE key = 'risk_settings'")
     con.execute("INSERT INTO runs VALUES ('risk_settings', ?)", [json.dumps(settings)])
-    con.execute(f"CREATE OR REPLACE TABLE item_risk AS {load_query('item_risk')}")
+    # item_risk (one row per scanned item) is a view: writing it as a table cost 5 s per 10M rows, and every
+    # reader but a person browsing it wants its R1 / hash-matched rows, which item_risk_flagged holds
+    _replace_view(con, "item_risk", load_query("item_risk"))
+    con.execute("CREATE OR REPLACE TABLE item_risk_flagged AS SELECT * FROM item_risk WHERE r1 OR hash_match")
     # recommendations does not exist yet: the residual queries see no removals for strategy 'none'.
     con.execute("CREATE TABLE IF NOT EXISTS recommendations (strategy VARCHAR, item_id VARCHAR, action VARCHAR, "
                 "reasons VARCHAR[])")
@@ -64,6 +67,7 @@ def build_risk(con, store=None, *, min_items: int = MIN_GROUP_ITEMS, quiet: bool
         log.info("no embeddings kept: R2 and cluster R3 are not computed")
     # one pass over the scanned items: the per-group counts every residual query starts from
     con.execute(f"CREATE OR REPLACE TABLE group_counts AS {load_query('group_counts')}")
+    con.execute(f"CREATE OR REPLACE TABLE removed_scanned AS {load_query('removed_scanned')}")
     con.execute("DROP TABLE IF EXISTS group_risk_by_strategy")
     con.execute("DROP TABLE IF EXISTS neighbourhood_risk_by_strategy")
     con.execute("DROP TABLE IF EXISTS dataset_risk_by_strategy")
@@ -76,6 +80,15 @@ def build_risk(con, store=None, *, min_items: int = MIN_GROUP_ITEMS, quiet: bool
                 "WHERE strategy = 'none'")
     info["settings"] = settings
     return info
+
+
+def _replace_view(con, name: str, sql: str) -> None:
+    """CREATE OR REPLACE VIEW, also over a table of that name (catalogs built before it became a view)."""
+    kind = con.execute("SELECT table_type FROM information_schema.tables WHERE table_name = ? "
+                       "AND table_schema = 'main'", [name]).fetchall()
+    if kind and kind[0][0] == "BASE TABLE":
+        con.execute(f"DROP TABLE {name}")
+    con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
 
 
 def residual_risk(con, strategy: str, settings: dict | None = None) -> None:

@@ -6,7 +6,8 @@ Layout (see docs/architecture.md)::
     RUN/embeddings/part-NNNNN.parquet    item_id + embedding (float16), when kept
     RUN/_markers/part-NNNNN.done         written after both part files are in place (atomic rename)
     RUN/_markers/<stage>.done            one per later stage (catalog, risk, recommend, report)
-    RUN/analysis.duckdb                  catalog: runs, items, item_scores, tags (view), operating_points, ...
+    RUN/analysis.duckdb                  catalog: views over the parts (item_rows -> items, item_scores, scanned,
+                                         tags), runs, operating_points, and the later stages' tables
     RUN/_SUCCESS                         written last; a run without it is incomplete and is refused by readers
 
 A part is visible only once its marker exists, so a killed scan resumes from the last complete part and an
@@ -179,13 +180,15 @@ class RunStore:
             if not read_only:
                 tmpdir = str(self.root / "_duckdb_tmp").replace("'", "''")
                 con.execute(f"SET temp_directory = '{tmpdir}'")
+            _follow_moved_parts(con, self.root)
         except BaseException:
             con.close()
             raise
         return con
 
     def build_catalog(self, concept_ids: list[str], *, run_row: dict, operating_points: dict) -> None:
-        """Load the marked parts into DuckDB tables (rebuilt from scratch, so re-running is idempotent)."""
+        """The catalog over the marked parts: views over the parquet parts plus small tables (rebuilt from scratch,
+        so re-running is idempotent)."""
         cols = concept_columns(concept_ids)
         parts = sorted((p for p in self.items_dir.glob("part-*.parquet")
                         if (self.markers / f"{p.name.split('.')[0]}.done").exists()), key=_part_number)
@@ -195,32 +198,37 @@ class RunStore:
         tmp.unlink(missing_ok=True)
         con = duckdb.connect(str(tmp))
         try:
-            files = [str(p) for p in parts]
             _limit_memory(con, tmp)
-            # One read of the parts into one table, item_rows: the item columns, the concept columns, and `scored`
-            # (this row's scores are the id's scores). items, item_scores and scanned are views over it, so the
-            # parts are read once and no query joins two 10M-row tables. Parts are in row order (part i holds
-            # batch i, rows ascending) and DuckDB keeps insertion order: the views come out ordered by row_idx.
-            con.execute(f"CREATE TABLE item_rows AS SELECT {', '.join(ITEM_COLUMNS)}, {', '.join(cols)}, "
-                        "coalesce(status = 'ok', false) AS scored FROM read_parquet($files)", {"files": files})
+            # No copy of the parts: item_rows is a view over them (DuckDB reads the parquet parts out of core, and
+            # a copy of 10M rows cost 13-28 s and as much disk again), with `scored` (this row's scores are the
+            # id's scores). items, item_scores and scanned are views over it. Parts are listed in row order (part
+            # i holds batch i, rows ascending) and DuckDB keeps that order in scans.
+            parquet = _read_parts_sql(parts)
+            select = f"SELECT {', '.join(ITEM_COLUMNS)}, {', '.join(cols)}"
             # Duplicate ids: the first occurrence is scanned, later ones become per-item error rows; an id's
-            # scores are those of its first occurrence that scanned ok. One hash aggregate finds them; the
-            # updates touch the (usually absent) duplicates only.
-            con.execute("CREATE TEMP TABLE dup_ids AS SELECT item_id FROM item_rows GROUP BY item_id HAVING count(*) > 1")
-            if con.execute("SELECT count(*) FROM dup_ids").fetchone()[0] > 0:
-                con.execute("""
-                    UPDATE item_rows SET scored = false
-                    WHERE scored AND item_id IN (SELECT item_id FROM dup_ids)
-                      AND row_idx NOT IN (SELECT min(row_idx) FROM item_rows WHERE scored
-                                          AND item_id IN (SELECT item_id FROM dup_ids) GROUP BY item_id)
-                """)
-                con.execute("""
-                    UPDATE item_rows SET status = 'error', error = $dup_error
-                    WHERE row_idx IN (SELECT row_idx FROM (SELECT row_idx, row_number() OVER
-                                      (PARTITION BY item_id ORDER BY row_idx) AS k FROM item_rows
-                                      WHERE item_id IN (SELECT item_id FROM dup_ids)) WHERE k > 1)
-                """, {"dup_error": DUPLICATE_ERROR})
-            con.execute("DROP TABLE dup_ids")
+            # scores are those of its first occurrence that scanned ok. One hash aggregate finds them; the rows of
+            # such ids (usually none) go to a small table that the view joins.
+            con.execute(f"""
+                CREATE TABLE duplicate_rows AS
+                WITH d AS (SELECT item_id FROM {parquet} GROUP BY item_id HAVING count(*) > 1),
+                r AS (SELECT p.row_idx, p.item_id, p.status,
+                             row_number() OVER (PARTITION BY p.item_id ORDER BY p.row_idx) AS k
+                      FROM {parquet} p SEMI JOIN d USING (item_id)),
+                f AS (SELECT item_id, min(row_idx) AS first_ok FROM r WHERE status = 'ok' GROUP BY item_id)
+                SELECT r.row_idx, r.k > 1 AS later, coalesce(r.row_idx = f.first_ok, false) AS scored
+                FROM r LEFT JOIN f USING (item_id)
+            """)
+            if con.execute("SELECT count(*) FROM duplicate_rows").fetchone()[0] == 0:
+                con.execute(f"CREATE VIEW item_rows AS {select}, coalesce(status = 'ok', false) AS scored FROM {parquet}")
+            else:
+                dup_error = DUPLICATE_ERROR.replace("'", "''")  # a constant of this module, not user input
+                fixed = ["CASE WHEN d.later THEN 'error' ELSE p.status END AS status" if c == "status" else
+                         f"CASE WHEN d.later THEN '{dup_error}' ELSE p.error END AS error" if c == "error" else f"p.{c}"
+                         for c in ITEM_COLUMNS]
+                con.execute(f"CREATE VIEW item_rows AS SELECT {', '.join(fixed)}, "
+                            f"{', '.join('p.' + c for c in cols)}, "
+                            "CASE WHEN d.row_idx IS NULL THEN coalesce(p.status = 'ok', false) ELSE d.scored END AS scored "
+                            f"FROM {parquet} p LEFT JOIN duplicate_rows d USING (row_idx) ORDER BY p.row_idx")
             con.execute(f"CREATE VIEW items AS SELECT {', '.join(ITEM_COLUMNS)} FROM item_rows")
             # item_scores: the first scanned ('ok' in its part) occurrence of each id
             con.execute(f"CREATE VIEW item_scores AS SELECT item_id, {', '.join(cols)} FROM item_rows WHERE scored")
@@ -235,6 +243,8 @@ class RunStore:
             con.execute(f"CREATE VIEW tags AS {union}")
             con.execute("CREATE TABLE runs (key VARCHAR, value VARCHAR)")
             con.executemany("INSERT INTO runs VALUES (?, ?)", [[k, str(v)] for k, v in run_row.items()])
+            # where item_rows reads the parts from (a moved or copied run re-points it: _follow_moved_parts)
+            con.execute("INSERT INTO runs VALUES ('parts_root', ?)", [str(self.root.resolve())])
             con.execute("CREATE TABLE operating_points (concept VARCHAR, point VARCHAR, threshold DOUBLE, "
                         "precision DOUBLE, recall DOUBLE, f1 DOUBLE)")
             for c, pts in operating_points.items():
@@ -248,6 +258,39 @@ class RunStore:
             con.close()
             shutil.rmtree(self.root / "_duckdb_tmp", ignore_errors=True)
         os.replace(tmp, self.db_path)
+
+
+def _follow_moved_parts(con, root: Path) -> None:
+    """item_rows reads the parts by absolute path. In a run that was moved or copied since its catalog was built,
+    shadow it on this connection with a temporary view over this directory's parts (also on read-only
+    connections), so the run never reads another directory's parts. A plain DuckDB client opening a moved run's
+    analysis.duckdb still reads the old location (docs/architecture.md)."""
+    try:
+        # fetchall, not fetchone: DuckDB 2 keeps a partly fetched result open, which blocks the next relation
+        rows = con.execute("SELECT value FROM runs WHERE key = 'parts_root'").fetchall()
+    except duckdb.Error:
+        return  # no runs table yet (the catalog is being built)
+    here = str(root.resolve())
+    if not rows or rows[0][0] == here:
+        return
+    sql = con.execute("SELECT sql FROM duckdb_views() WHERE view_name = 'item_rows' AND NOT temporary").fetchall()
+    if not sql:
+        return
+    sql = sql[0]
+    old_dir, new_dir = (_sql_string(str(Path(r) / "parts" / "items") + os.sep)[:-1] for r in (rows[0][0], here))
+    moved = sql[0].replace(old_dir, new_dir).replace("CREATE VIEW item_rows", "CREATE TEMP VIEW item_rows", 1)
+    con.execute(moved)
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _read_parts_sql(parts: list[Path]) -> str:
+    """``read_parquet([...])`` over the parts by absolute path, in part order. Paths are this run's own (quotes
+    doubled), never user strings spliced into a query; a view cannot take parameters."""
+    quoted = ", ".join(_sql_string(str(p.resolve())) for p in parts)
+    return f"read_parquet([{quoted}])"
 
 
 def _part_number(p: Path) -> int:

@@ -19,7 +19,7 @@ from .errors import InputError
 from .ingest.standardize import _cast_float, _torch, as_float16, embedding_matrix, pool_empty
 
 _NORM_SAFE = (1e-30, 1e30)  # float32 squared norms inside this range are exact enough; others are redone in float64
-BLOCK_ROWS = 2048  # rows per cache-sized block (4 MB of float32 at 512-d: L3-resident) of the precomputed-vector path
+BLOCK_ROWS = 1024  # rows per cache-sized block (2 MB of float32 at 512-d) of the precomputed-vector path
 SCORE_WORKERS = max(1, min(8, os.cpu_count() or 1))  # threads scoring blocks (each with single-threaded kernels)
 _POOL_LOCK = threading.Lock()
 _POOL = None
@@ -36,6 +36,19 @@ def _pool():
 
 
 _CONTROLLER = []
+_SCRATCH = threading.local()
+
+
+def _scratch(name: str, shape: tuple, dtype) -> np.ndarray:
+    """A per-thread work array kept between batches: a fresh multi-MB numpy array per batch and thread is a new
+    mapping whose pages fault in one by one, which cost more than the arithmetic on it (2x on the fused path)."""
+    dtype = np.dtype(dtype)
+    have = getattr(_SCRATCH, name, None)
+    need = int(np.prod(shape))
+    if have is None or have.dtype != dtype or have.size < need:
+        have = np.empty(need, dtype=dtype)
+        setattr(_SCRATCH, name, have)
+    return have[:need].reshape(shape)
 
 
 def _controller():
@@ -97,45 +110,49 @@ def unit_rows(m: np.ndarray, out: np.ndarray | None = None) -> tuple[np.ndarray,
 def score_embeddings(m: np.ndarray, model, *, modality: str = "image", texts: list | None = None,
                      keep_float16: bool = False, block: int = BLOCK_ROWS):
     """Normalise and score the rows of ``m`` (float16 or float32), and keep them as float16 unit vectors when asked,
-    one cache-sized block at a time: each block is widened, normalised, multiplied by the concept weights and
-    narrowed while it sits in cache, so the batch is read from memory once instead of once per pass.
+    one cache-sized block at a time: each block is widened and scored while it sits in cache, so the batch is read
+    from memory once instead of once per pass.
 
     Returns (scores: concept -> float64 (n,), norms (n,), float16 unit vectors (n, d) or None). Row by row this
-    is ``model.score(texts, unit_rows(m)[0], modality)``: the same calls on slices of the batch. Without captions
-    and with a model that exposes its linear embedding path (``embedding_head``), the block is scored fused:
-    ``sigmoid((x @ W) / |x| + b)``, which never writes the unit vectors unless they are kept (equal to the
-    unfused scores within float32 rounding).
+    is ``model.score(texts, unit_rows(m)[0], modality)``. Without captions and with a model that exposes its linear
+    embedding path (``embedding_head``), scoring is fused: one compiled pass per block gives the squared norms and
+    ``x @ W`` and, when kept, the float16 unit vectors, reading float16 input as is (:mod:`analyzer.kernels`);
+    then the sigmoid of the logits ``(x @ W) / |x| + b`` runs over the whole batch. No torch on that path. Fused scores equal the
+    unfused ones within float32 rounding; rows whose squared norm float32 cannot hold exactly enough (tiny, huge,
+    zero, NaN) are redone the careful way.
     """
     n, d = m.shape
-    scores = {c: np.empty(n, dtype=np.float64) for c in model.concept_ids}
-    norms = np.empty(n, dtype=np.float64)
+    m = np.ascontiguousarray(m)
+    concept_ids = list(model.concept_ids)
+    head = _padded_head(model, modality, d) if texts is None and hasattr(model, "embedding_head") else None
     out16 = pool_empty((n, d), np.float16) if keep_float16 else None
     spans = [(s, min(n, s + block)) for s in range(0, n, block)]
-    head = None
-    concept_ids = list(model.concept_ids)
-    if texts is None and hasattr(model, "embedding_head"):
-        W, b = model.embedding_head(modality)
-        # zero columns up to a multiple of 8: OpenBLAS multiplies a 512 x 8 block faster than a 512 x 7 one
-        width = -(-len(concept_ids) // 8) * 8
-        Wp, bp = np.zeros((d, width), dtype=np.float32), np.zeros(width, dtype=np.float32)
-        Wp[:, :len(concept_ids)], bp[:len(concept_ids)] = W, b
-        head = (Wp, bp)
+    if head is not None:
+        Z, SQ = _scratch("logits", (head[0].shape[0], n), np.float32), _scratch("squares", (n,), np.float32)
+    else:
+        scores = {c: np.empty(n, dtype=np.float64) for c in concept_ids}
+        norms = np.empty(n, dtype=np.float64)
 
-    # float16 blocks are widened by torch's vectorised copy (exact, like numpy's cast) through one view of the batch
-    torch = _torch() if m.dtype == np.float16 and n * d >= (1 << 16) else None
+    # unfused path: float16 blocks are widened by torch's vectorised copy (exact, like numpy's cast) through one view
+    torch = _torch() if head is None and m.dtype == np.float16 and n * d >= (1 << 16) else None
     if torch is not None:
         import warnings
 
         with warnings.catch_warnings():  # read-only Arrow buffers: torch warns, but only reads them here
             warnings.simplefilter("ignore")
-            m_t = torch.from_numpy(np.ascontiguousarray(m))
+            m_t = torch.from_numpy(m)
 
     def work(my_spans):
+        if head is not None:
+            from .kernels import score_rows
+
+            for s, e in my_spans:
+                score_rows(m[s:e], head[0], head[1], Z[:, s:e], SQ[s:e], None if out16 is None else out16[s:e])
+            return
         rows = min(block, n)
-        wide = np.empty((rows, d), dtype=np.float32) if m.dtype != np.float32 else None
+        wide = _scratch("wide", (rows, d), np.float32) if m.dtype != np.float32 else None
         wide_t = torch.from_numpy(wide) if torch is not None else None
-        unit = np.empty((rows, d), dtype=np.float32)
-        z = np.empty((rows, head[0].shape[1] if head is not None else 1), dtype=np.float32)
+        unit = _scratch("unit", (rows, d), np.float32)
         for s, e in my_spans:
             if wide is None:
                 blk = m[s:e]
@@ -144,51 +161,56 @@ def score_embeddings(m: np.ndarray, model, *, modality: str = "image", texts: li
                 blk = wide[:e - s]
             else:
                 blk = _cast_float(m[s:e], np.float32, out=wide[:e - s])
-            ub = unit[:e - s]
-            if head is not None and _fused_block(blk, head, z[:e - s], norms[s:e], ub, keep_float16):
-                for j, c in enumerate(concept_ids):
-                    scores[c][s:e] = z[:e - s, j]
-            else:
-                ub, norms[s:e] = unit_rows(blk, out=ub)
-                for c, p in model.score(None if texts is None else texts[s:e], ub, modality=modality).items():
-                    scores[c][s:e] = p
+            ub, norms[s:e] = unit_rows(blk, out=unit[:e - s])
+            for c, p in model.score(None if texts is None else texts[s:e], ub, modality=modality).items():
+                scores[c][s:e] = p
             if out16 is not None:
                 _cast_float(ub, np.float16, out=out16[s:e])
 
     workers = min(SCORE_WORKERS, len(spans))
-    if workers <= 1:
-        work(spans)
-    else:
-        shares = [spans[i::workers] for i in range(workers)]
-        with _single_threaded_kernels():
-            for f in [_pool().submit(work, share) for share in shares]:
+    # BLAS on one thread per scoring thread (also with one worker: a pool of BLAS threads per small block is 5x
+    # slower); the compiled fused pass uses no BLAS
+    with _single_threaded_kernels() if head is None else nullcontext():
+        if workers <= 1:
+            work(spans)
+        else:
+            for f in [_pool().submit(work, spans[i::workers]) for i in range(workers)]:
                 f.result()
+    if head is None:
+        return scores, norms, out16
+    scores, norms = _fused_probabilities(Z[:len(concept_ids)], SQ, concept_ids)  # the padding rows are not read
+    risky = np.flatnonzero(~((SQ > _NORM_SAFE[0]) & (SQ < _NORM_SAFE[1])))  # also NaN
+    if len(risky):
+        unit, norms[risky] = unit_rows(m[risky])
+        for c, p in model.score(None, unit, modality=modality).items():
+            scores[c][risky] = p
+        if out16 is not None:
+            out16[risky] = as_float16(unit)
     return scores, norms, out16
 
 
-def _fused_block(blk: np.ndarray, head, z: np.ndarray, norms_out: np.ndarray, unit: np.ndarray,
-                 keep_unit: bool) -> bool:
-    """Probabilities of one float32 block into ``z`` (rows, k) and its norms into ``norms_out``; the unit vectors
-    into ``unit`` when ``keep_unit``. False (nothing usable written) when a squared norm is outside the range that
-    float32 handles exactly enough: the caller then takes the careful path (:func:`unit_rows`)."""
-    W, b = head
-    sq = np.einsum("ij,ij->i", blk, blk)
-    if not (sq.min() > _NORM_SAFE[0] and sq.max() < _NORM_SAFE[1]):  # also False for NaN
-        return False
-    np.sqrt(sq, out=sq)
-    norms_out[:] = sq
-    inv = np.reciprocal(sq, out=sq)
-    np.matmul(blk, W, out=z)
-    z *= inv[:, None]
-    z += b
-    np.clip(z, -40, 40, out=z)
-    np.negative(z, out=z)
-    np.exp(z, out=z)
-    z += 1.0
-    np.reciprocal(z, out=z)
-    if keep_unit:
-        np.multiply(blk, inv[:, None], out=unit)
-    return True
+def _padded_head(model, modality: str, d: int):
+    """(W transposed and zero-padded to a multiple of 8 concept rows, float32 (k, d); bias (k,)) of the model's
+    linear embedding path: the compiled pass handles 8 concepts per sweep over a row."""
+    from .kernels import LANES
+
+    W, b = model.embedding_head(modality)
+    k = len(model.concept_ids)
+    width = -(-k // LANES) * LANES
+    WT, bp = np.zeros((width, d), dtype=np.float32), np.zeros(width, dtype=np.float32)
+    WT[:k], bp[:k] = np.asarray(W, dtype=np.float32).T, b
+    return WT, bp
+
+
+def _fused_probabilities(Z: np.ndarray, SQ: np.ndarray, concept_ids: list):
+    """sigmoid of the clipped logits Z (k, n) in place, as float64 scores per concept (new arrays: Z is a scratch
+    array reused by the next batch), and the norms."""
+    np.negative(Z, out=Z)
+    np.exp(Z, out=Z)
+    Z += 1.0
+    np.reciprocal(Z, out=Z)
+    norms = np.sqrt(SQ, dtype=np.float32).astype(np.float64)
+    return {c: Z[j].astype(np.float64) for j, c in enumerate(concept_ids)}, norms
 
 
 def _string_column(values: np.ndarray) -> pa.Array:

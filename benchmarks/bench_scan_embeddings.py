@@ -2,6 +2,7 @@
 
     python benchmarks/bench_scan_embeddings.py [--rows 10000000] [--layout laion|parquet] [--keep-embeddings]
                                                [--captions] [--batch-size N] [--workdir DIR] [--keep-data]
+                                               [--data DIR]
 
 What it does:
 
@@ -203,6 +204,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--workdir", default=None, help="where to generate (default: a new temp dir, deleted after)")
     ap.add_argument("--keep-data", action="store_true")
+    ap.add_argument("--data", default=None, help="scan this dataset made earlier by generate() (kept with --keep-data) "
+                                                 "instead of generating one; --rows must match it")
     args = ap.parse_args(argv)
 
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench_scan_emb_"))
@@ -216,9 +219,13 @@ def main(argv=None) -> dict:
         if model.dim != args.dim:
             raise SystemExit(f"expected --dim {model.dim} for {args.encoder}, got {args.dim}")
         t = time.perf_counter()
-        data = generate(work / "data", args.rows, args.dim, args.layout, args.captions, model)
-        result["generate_s"] = round(time.perf_counter() - t, 1)
-        result["input_mb"] = round(du(work / "data") / 1e6, 1)
+        if args.data:
+            data = Path(args.data)
+            result["data"] = str(data)
+        else:
+            data = generate(work / "data", args.rows, args.dim, args.layout, args.captions, model)
+            result["generate_s"] = round(time.perf_counter() - t, 1)
+        result["input_mb"] = round(du(data if data.is_dir() else data.parent) / 1e6, 1)
         run = work / "run"
         cmd = [str(Path(sys.executable).parent / "analyzer"), "scan", str(data), "--out", str(run),
                "--encoder", args.encoder, "--embedding-modality", "image", "-q"]

@@ -6,7 +6,8 @@
 --   bridge_share        R2 bridge items (either direction) / scanned items (divided by the query sample
 --                       rate when R2 was computed for a sample of the flagged items)
 --   exposure_index      min(1, 100 * r1_share + group_cooccurrence + 10 * bridge_share)
--- Reads item_risk, recommendations, group_counts, group_risk_by_strategy and neighbourhood_risk_by_strategy.
+-- Reads item_risk_flagged, recommendations, removed_scanned, group_counts, group_risk_by_strategy and
+-- neighbourhood_risk_by_strategy.
 -- Parameters: $strategy.
 WITH removed AS (
     SELECT DISTINCT item_id FROM recommendations WHERE strategy = $strategy
@@ -14,12 +15,12 @@ WITH removed AS (
 n AS (
     -- scanned items (the source groups of group_counts sum to them) minus the removed ones
     SELECT CAST((SELECT coalesce(sum(items), 0) FROM group_counts WHERE group_kind = 'source')
-                - (SELECT count(*) FROM scanned SEMI JOIN removed USING (item_id)) AS BIGINT) AS scanned
+                - (SELECT count(*) FROM removed_scanned SEMI JOIN removed USING (item_id)) AS BIGINT) AS scanned
 ),
 r1 AS (
     SELECT count(*) FILTER (WHERE r1) AS r1_items,
            count(*) FILTER (WHERE hash_match) AS hash_items
-    FROM (SELECT item_id, r1, hash_match FROM item_risk WHERE r1 OR hash_match) ANTI JOIN removed USING (item_id)
+    FROM (SELECT item_id, r1, hash_match FROM item_risk_flagged) ANTI JOIN removed USING (item_id)
 ),
 groups AS (
     SELECT sum(items * sqrt(minor_rate * adult_sexual_rate)) FILTER (WHERE group_kind = 'source') AS source_weighted,

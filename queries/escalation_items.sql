@@ -2,7 +2,7 @@
 -- match) with its source references. Captions are never selected; the URL is hashed in Python and only
 -- its md5 is written. The references are those of the id's first occurrence in items. Parameters: none.
 WITH r1 AS (
-    SELECT item_id, hash_match, both_concepts FROM item_risk WHERE r1
+    SELECT item_id, hash_match, both_concepts FROM item_risk_flagged WHERE r1
 ),
 refs AS (
     SELECT DISTINCT ON (item_id) item_id, url, source

@@ -3,7 +3,7 @@
 -- column is redacted like `text` itself. Returns (value, kind) with kind 'text' or 'url'.
 WITH flagged AS (
     SELECT item_id FROM item_scores WHERE coalesce(adult_sexual_screen, false)
-    UNION SELECT item_id FROM item_risk WHERE r1
+    UNION SELECT item_id FROM item_risk_flagged WHERE r1
     UNION SELECT item_id FROM hash_matches
 ),
 vals AS (

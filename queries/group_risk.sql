@@ -15,7 +15,7 @@ removed_flags AS (
            c.cluster,
            coalesce(CASE WHEN $point = 'confirm' THEN s.minor_confirm ELSE s.minor_screen END, false) AS m,
            coalesce(CASE WHEN $point = 'confirm' THEN s.adult_sexual_confirm ELSE s.adult_sexual_screen END, false) AS a
-    FROM scanned AS s
+    FROM removed_scanned AS s  -- the scanned rows of recommended items (queries/removed_scanned.sql)
     SEMI JOIN removed AS r USING (item_id)
     LEFT JOIN clusters AS c USING (item_id)
 ),

@@ -1,6 +1,7 @@
 -- R1 per item: both primary concepts at the screen point, or a known-hash match (also for items that
--- failed to scan, e.g. an image that could not be decoded). Builds the table item_risk: one row per
--- scanned item and per hash-matched item.
+-- failed to scan, e.g. an image that could not be decoded). Defines the view item_risk: one row per
+-- scanned item and per hash-matched item (its R1 and hash-matched rows are kept as the table
+-- item_risk_flagged, which the other queries read).
 -- A scanned row is its id's first occurrence (later duplicates are error rows), so its own source and
 -- scores are the item's; only hash-matched items that did not scan are looked up in items (first
 -- occurrence of the id) and item_scores. Parameters: none.

@@ -12,7 +12,7 @@ WITH removed AS (
 removed_flags AS (
     SELECT coalesce(s.minor_screen, false) AS m,
            coalesce(s.adult_sexual_screen, false) AS a
-    FROM scanned AS s
+    FROM removed_scanned AS s  -- the scanned rows of recommended items (queries/removed_scanned.sql)
     SEMI JOIN removed AS r USING (item_id)
 ),
 rates AS (

@@ -8,11 +8,11 @@
 --                           (R3_SOURCE, R3_CLUSTER) + adult-side R2 bridges
 --   all_adult_sexual        + every adult_sexual item (ADULT_SEXUAL, with the codes above where they apply)
 -- The strategies nest: each removes everything the one above it removes.
--- Reads item_risk, scanned, clusters, group_counts (minor items per group), neighbourhood_risk.
+-- Reads item_risk_flagged, scanned, clusters, group_counts (minor items per group), neighbourhood_risk.
 -- Parameters: $min_minor (minor items, at screen,
 -- that make a group one "where minors are present"; 1 = any).
 WITH r1 AS (
-    SELECT item_id, reasons FROM item_risk WHERE r1
+    SELECT item_id, reasons FROM item_risk_flagged WHERE r1
 ),
 minor_sources AS (
     SELECT group_id AS source FROM group_counts WHERE group_kind = 'source' AND minor_screen >= $min_minor

@@ -100,3 +100,36 @@ def test_duplicates_failures_and_unscanned_hash_hits(tmp_path):
     assert risk["c"] == pytest.approx(("s2", 0.5, True, False, True))
     assert risk["d"] == ("s3", None, False, True, True)
     con.close()
+
+
+def test_catalog_reads_the_parts_in_place_and_follows_a_moved_run(tmp_path):
+    """item_rows is a view over the run's parquet parts (no copy); a moved run reads its own parts, also
+    through a read-only connection, and duplicate ids keep their semantics through the view."""
+    import shutil
+
+    from analyzer.store import DUPLICATE_ERROR, RunStore
+
+    rows = [item(f"i{k}", f"s{k % 3}", 0.1 * (k % 10), 0.05) for k in range(120)]
+    rows[70] = item("i3", "s9", 0.95, 0.05)  # a later duplicate of i3: an error row, i3 keeps its first scores
+    store = make_store(tmp_path / "orig", rows, part_rows=40)
+    con = store.connect(read_only=True)
+    try:
+        kinds = dict(con.execute("SELECT table_name, table_type FROM information_schema.tables").fetchall())
+        assert kinds["item_rows"] == "VIEW" and kinds["items"] == "VIEW"  # no copy of the parts
+        first = con.execute("SELECT count(*), count(*) FILTER (WHERE status = 'error') FROM items").fetchone()
+    finally:
+        con.close()
+    assert first == (120, 1)
+    moved = tmp_path / "moved"
+    shutil.copytree(tmp_path / "orig", moved)
+    shutil.rmtree(tmp_path / "orig")  # the old location is gone: the moved run must read its own parts
+    for read_only in (True, False):
+        con = RunStore(moved).connect(read_only=read_only)
+        try:
+            assert con.execute("SELECT count(*), count(*) FILTER (WHERE status = 'error') FROM items").fetchone() == first
+            assert con.execute("SELECT error FROM items WHERE row_idx = 70").fetchone()[0] == DUPLICATE_ERROR
+            assert con.execute("SELECT minor_score FROM item_scores WHERE item_id = 'i3'").fetchall() == [(pytest.approx(0.3),)]
+            assert con.execute("SELECT count(*) FROM item_scores").fetchone()[0] == 119
+            assert [r[0] for r in con.execute("SELECT row_idx FROM items LIMIT 5").fetchall()] == list(range(5))
+        finally:
+            con.close()

@@ -32,7 +32,7 @@ def write_report(store: RunStore, *, policy: str | None = None) -> dict:
         extra = _extra_sections(con, store, summary, policy)
         figs += extra.pop("figures", [])
         r1_rows = con.execute(
-            "SELECT item_id, source, round(minor_score, 3), round(adult_sexual_score, 3), reasons FROM item_risk "
+            "SELECT item_id, source, round(minor_score, 3), round(adult_sexual_score, 3), reasons FROM item_risk_flagged "
             "WHERE r1 ORDER BY item_id LIMIT 50").fetchall()
     finally:
         con.close()

@@ -20,7 +20,7 @@ def url_hash(url: str | None) -> str | None:
 def flagged_ids(con) -> set[str]:
     rows = con.execute("""
         SELECT item_id FROM item_scores WHERE coalesce(adult_sexual_screen, false)
-        UNION SELECT item_id FROM item_risk WHERE r1
+        UNION SELECT item_id FROM item_risk_flagged WHERE r1
         UNION SELECT item_id FROM hash_matches
     """).fetchall()
     return {r[0] for r in rows}

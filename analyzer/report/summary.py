@@ -18,7 +18,7 @@ def build_summary(con, *, top_sources: int = 20) -> dict:
         ops.setdefault(c, {})[point] = {"threshold": t, "precision": p, "recall": r, "f1": f}
     for c in concepts:
         concepts[c]["operating_points"] = ops.get(c, {})
-    r1 = con.execute("SELECT count(*) FILTER (WHERE r1), count(*) FILTER (WHERE hash_match) FROM item_risk").fetchall()[0]
+    r1 = con.execute("SELECT count(*) FILTER (WHERE r1), count(*) FILTER (WHERE hash_match) FROM item_risk_flagged").fetchall()[0]
     strategies = [dict(zip(("strategy", "items_removed", "share_removed", "recommended"), row)) for row in
                   con.execute("SELECT strategy, items_removed, share_removed, recommended FROM strategies "
                               "ORDER BY items_removed").fetchall()]

@@ -1,0 +1,98 @@
+"""The numba-compiled loops behind :mod:`analyzer.kernels` (imported on first use: numba's import and the load
+of the compiled code from its cache take about a second). Module-level functions, so that numba's on-disk cache
+(``cache=True``, in ``__pycache__``) is reused by every later process."""
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
+
+_FLAGS = {"reassoc", "contract", "nsz", "arcp"}
+
+# float16 <-> float32 as LLVM's own conversions (F16C instructions on x86, vectorised by the loop vectoriser):
+# numba has no float16 type, so the bits travel as uint16
+@intrinsic
+def half_to_float(typingctx, h):  # pragma: no cover - compiled
+    def codegen(context, builder, signature, args):
+        return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+    return types.float32(types.uint16), codegen
+
+
+@intrinsic
+def float_to_half(typingctx, x):  # pragma: no cover - compiled
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(builder.fptrunc(args[0], ir.HalfType()), ir.IntType(16))
+    return types.uint16(types.float32), codegen
+
+
+@njit(fastmath=_FLAGS, nogil=True, cache=True, boundscheck=False, inline="always")
+def logit(c, inv, bias):  # pragma: no cover - compiled
+    return min(max(c * inv + bias, np.float32(-40.0)), np.float32(40.0))
+
+
+@njit(fastmath=_FLAGS, nogil=True, cache=True, boundscheck=False, inline="always")
+def score_row(f, wt, b, z, sq, r, keep, unit):  # pragma: no cover - compiled
+    """sq[r] = |f|^2; z[:, r] = clip(wt @ f / |f| + b, -40, 40); unit[r] = float16(f / |f|) when keep. Rows
+    whose squared norm is outside (1e-30, 1e30) (zero, tiny, huge, NaN) get zeros: the caller redoes them."""
+    d = f.shape[0]
+    s = np.float32(0.0)
+    for j in range(d):
+        s += f[j] * f[j]
+    sq[r] = s
+    ok = s > np.float32(1e-30) and s < np.float32(1e30)
+    inv = np.float32(1.0) / np.sqrt(s) if ok else np.float32(0.0)
+    for g in range(0, wt.shape[0], 8):
+        c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = np.float32(0.0)
+        for j in range(d):
+            x = f[j]
+            c0 += x * wt[g, j]
+            c1 += x * wt[g + 1, j]
+            c2 += x * wt[g + 2, j]
+            c3 += x * wt[g + 3, j]
+            c4 += x * wt[g + 4, j]
+            c5 += x * wt[g + 5, j]
+            c6 += x * wt[g + 6, j]
+            c7 += x * wt[g + 7, j]
+        if not ok:
+            c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = np.float32(0.0)
+        z[g, r] = logit(c0, inv, b[g])
+        z[g + 1, r] = logit(c1, inv, b[g + 1])
+        z[g + 2, r] = logit(c2, inv, b[g + 2])
+        z[g + 3, r] = logit(c3, inv, b[g + 3])
+        z[g + 4, r] = logit(c4, inv, b[g + 4])
+        z[g + 5, r] = logit(c5, inv, b[g + 5])
+        z[g + 6, r] = logit(c6, inv, b[g + 6])
+        z[g + 7, r] = logit(c7, inv, b[g + 7])
+    if keep:
+        for j in range(d):
+            unit[r, j] = float_to_half(f[j] * inv) if ok else np.uint16(0)
+
+
+@njit(fastmath=_FLAGS, nogil=True, cache=True, boundscheck=False)
+def score_rows16(h, wt, b, z, sq, keep, unit):  # pragma: no cover - compiled; tested through score_rows
+    f = np.empty(h.shape[1], dtype=np.float32)
+    for r in range(h.shape[0]):
+        for j in range(h.shape[1]):
+            f[j] = half_to_float(h[r, j])
+        score_row(f, wt, b, z, sq, r, keep, unit)
+
+
+@njit(fastmath=_FLAGS, nogil=True, cache=True, boundscheck=False)
+def score_rows32(a, wt, b, z, sq, keep, unit):  # pragma: no cover - compiled; tested through score_rows
+    for r in range(a.shape[0]):
+        score_row(a[r], wt, b, z, sq, r, keep, unit)
+
+
+@njit(nogil=True, cache=True, boundscheck=False)
+def narrow(a, out):  # pragma: no cover - compiled
+    for r in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            out[r, j] = float_to_half(a[r, j])
+
+
+@njit(nogil=True, cache=True, boundscheck=False)
+def widen(h, out):  # pragma: no cover - compiled
+    for r in range(h.shape[0]):
+        for j in range(h.shape[1]):
+            out[r, j] = half_to_float(h[r, j])
