@@ -133,3 +133,17 @@ def test_catalog_reads_the_parts_in_place_and_follows_a_moved_run(tmp_path):
             assert [r[0] for r in con.execute("SELECT row_idx FROM items LIMIT 5").fetchall()] == list(range(5))
         finally:
             con.close()
+
+
+def test_prevalence_figure_rows_equal_the_prevalence_query(built):
+    """The report draws prevalence from the summary's one-pass concept counts: the same rows as the query."""
+    from analyzer.report.figures import prevalence_rows
+    from analyzer.report.summary import build_summary
+    from analyzer.sql import run_query
+
+    con = built.cursor()  # its own result state: earlier tests may leave a partly fetched result on `built`
+    query = run_query(con, "prevalence").fetchall()
+    mine = prevalence_rows(build_summary(con))
+    assert [r[:3] + r[6:7] for r in mine] == [r[:3] + r[6:7] for r in query] and len(query) == 2
+    for a, b in zip(mine, query):
+        assert a[3:6] == pytest.approx(b[3:6], abs=1e-12) and a[7:] == pytest.approx(b[7:], abs=1e-12)

@@ -26,7 +26,7 @@ def write_report(store: RunStore, *, policy: str | None = None) -> dict:
         if not summary["calibrated"]:
             summary["calibration_warning"] = UNCALIBRATED
         figdir = store.root / "figures"
-        figs = [figures.prevalence(con, figdir),
+        figs = [figures.prevalence(con, figdir, figures.prevalence_rows(summary)),
                 figures.score_distributions(con, figdir, model.get("operating_points", {})),
                 figures.sources(con, figdir)]
         extra = _extra_sections(con, store, summary, policy)
