@@ -34,7 +34,8 @@ def logit(c, inv, bias):  # pragma: no cover - compiled
 @njit(fastmath=_FLAGS, nogil=True, cache=True, boundscheck=False, inline="always")
 def score_row(f, wt, b, z, sq, r, keep, unit):  # pragma: no cover - compiled
     """sq[r] = |f|^2; z[:, r] = clip(wt @ f / |f| + b, -40, 40); unit[r] = float16(f / |f|) when keep. Rows
-    whose squared norm is outside (1e-30, 1e30) (zero, tiny, huge, NaN) get zeros: the caller redoes them."""
+    whose squared norm is outside (1e-30, 1e30) (zero, tiny, huge, NaN) get the bias as logits and zero unit
+    vectors: the caller redoes them."""
     d = f.shape[0]
     s = np.float32(0.0)
     for j in range(d):

@@ -19,7 +19,7 @@ from .errors import InputError
 from .ingest.standardize import _cast_float, _torch, as_float16, embedding_matrix, pool_empty
 
 _NORM_SAFE = (1e-30, 1e30)  # float32 squared norms inside this range are exact enough; others are redone in float64
-BLOCK_ROWS = 1024  # rows per cache-sized block (2 MB of float32 at 512-d) of the precomputed-vector path
+BLOCK_ROWS = 1024  # rows per block handed to a scoring thread (1 MB of float16 at 512-d) on the precomputed path
 SCORE_WORKERS = max(1, min(8, os.cpu_count() or 1))  # threads scoring blocks (each with single-threaded kernels)
 _POOL_LOCK = threading.Lock()
 _POOL = None
