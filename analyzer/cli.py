@@ -64,6 +64,9 @@ def _index_options(items) -> dict:
 
 
 def cmd_scan(a) -> int:
+    from .pipeline import prefetch_kernel
+
+    prefetch_kernel()  # in the background while the rest is imported and the inputs are checked
     from . import api
     from .engines.ray_options import cli_engine_options
 

@@ -203,22 +203,36 @@ def _prefetch(*, torch: bool) -> None:
     prepared. A scan of precomputed vectors with a cached concept model never imports torch: its import would
     hold the GIL for seconds against the main thread. A failure here is ignored: the same call fails again,
     with its own error, where the scan needs it."""
-    import threading
-
     from .ingest.standardize import _torch
+
+    prefetch_kernel()
+    if torch:
+        _quietly_in_background(_torch, "import-torch")
+
+
+_KERNEL_PREFETCH = []
+
+
+def prefetch_kernel() -> None:
+    """Load the compiled scoring kernel in a background thread, once per process. The CLI calls this first
+    thing, so that numba's import and cache load overlap with its other imports."""
     from .kernels import warm
 
-    def quietly(fn):
-        def run():
-            try:
-                fn()
-            except Exception:  # noqa: BLE001 - re-raised by the real use
-                pass
-        return run
+    if not _KERNEL_PREFETCH:
+        _KERNEL_PREFETCH.append(True)
+        _quietly_in_background(warm, "load-kernel")
 
-    threading.Thread(target=quietly(warm), name="analyzer-load-kernel", daemon=True).start()
-    if torch:
-        threading.Thread(target=quietly(_torch), name="analyzer-import-torch", daemon=True).start()
+
+def _quietly_in_background(fn, name: str) -> None:
+    import threading
+
+    def run():
+        try:
+            fn()
+        except Exception:  # noqa: BLE001 - the real use raises it again, with its own error
+            pass
+
+    threading.Thread(target=run, name=f"analyzer-{name}", daemon=True).start()
 
 
 def finalize(cfg, store: RunStore, reader, bank, encoder, model, *, hashes=None, timings=None, resumed=False,
