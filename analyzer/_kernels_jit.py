@@ -8,7 +8,10 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
+from .kernels import NORM_SAFE
+
 _FLAGS = {"reassoc", "contract", "nsz", "arcp"}
+_LO, _HI = np.float32(NORM_SAFE[0]), np.float32(NORM_SAFE[1])  # compile-time constants
 
 # float16 <-> float32 as LLVM's own conversions (F16C instructions on x86, vectorised by the loop vectoriser):
 # numba has no float16 type, so the bits travel as uint16
@@ -34,14 +37,14 @@ def logit(c, inv, bias):  # pragma: no cover - compiled
 @njit(fastmath=_FLAGS, nogil=True, cache=True, boundscheck=False, inline="always")
 def score_row(f, wt, b, z, sq, r, keep, unit):  # pragma: no cover - compiled
     """sq[r] = |f|^2; z[:, r] = clip(wt @ f / |f| + b, -40, 40); unit[r] = float16(f / |f|) when keep. Rows
-    whose squared norm is outside (1e-30, 1e30) (zero, tiny, huge, NaN) get the bias as logits and zero unit
+    whose squared norm is outside NORM_SAFE (zero, tiny, huge, NaN) get the bias as logits and zero unit
     vectors: the caller redoes them."""
     d = f.shape[0]
     s = np.float32(0.0)
     for j in range(d):
         s += f[j] * f[j]
     sq[r] = s
-    ok = s > np.float32(1e-30) and s < np.float32(1e30)
+    ok = s > _LO and s < _HI
     inv = np.float32(1.0) / np.sqrt(s) if ok else np.float32(0.0)
     for g in range(0, wt.shape[0], 8):
         c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = np.float32(0.0)

@@ -22,6 +22,7 @@ import time
 import numpy as np
 
 LANES = 8  # concept rows of the weights per sweep over a row: the caller pads the weights to a multiple of 8
+NORM_SAFE = (1e-30, 1e30)  # float32 squared norms inside this range are exact enough (the kernel and its caller)
 
 
 def _compile():
@@ -47,7 +48,7 @@ def score_rows(a: np.ndarray, wt: np.ndarray, b: np.ndarray, z: np.ndarray, sq: 
     """For each row x of ``a`` (float16 or float32, C-contiguous; r = 0..rows-1): ``sq[r] = |x|^2`` and the
     logits ``z[:, r] = clip(wt @ x / |x| + b, -40, 40)`` (float32; z is (k, rows), one row per concept, so that
     the sigmoid after it runs over contiguous memory); with ``unit16`` ((rows, d) float16), also the unit vector
-    ``x / |x|`` rounded as numpy rounds. Rows whose squared norm is outside (1e-30, 1e30) get the bias as logits
+    ``x / |x|`` rounded as numpy rounds. Rows whose squared norm is outside ``NORM_SAFE`` get the bias as logits
     and zero unit vectors: the caller redoes them. ``wt`` is (k, d) float32 and ``b`` (k,) with k a multiple of 8."""
     keep = unit16 is not None
     out = unit16.view(np.uint16) if keep else np.empty((1, 1), dtype=np.uint16)

@@ -207,7 +207,7 @@ def _prefetch(*, torch: bool) -> None:
 
     prefetch_kernel()
     if torch:
-        _quietly_in_background(_torch, "import-torch")
+        _InBackground(_torch, "import-torch")  # an error stays in the thread: the real use raises it again
 
 
 _KERNEL_PREFETCH = []
@@ -215,24 +215,12 @@ _KERNEL_PREFETCH = []
 
 def prefetch_kernel() -> None:
     """Load the compiled scoring kernel in a background thread, once per process. The CLI calls this first
-    thing, so that numba's import and cache load overlap with its other imports."""
+    thing, so that numba's import and cache load overlap with its other imports. An error stays in the thread:
+    the scoring call that needs the kernel raises it again, with its own error."""
     from .kernels import warm
 
     if not _KERNEL_PREFETCH:
-        _KERNEL_PREFETCH.append(True)
-        _quietly_in_background(warm, "load-kernel")
-
-
-def _quietly_in_background(fn, name: str) -> None:
-    import threading
-
-    def run():
-        try:
-            fn()
-        except Exception:  # noqa: BLE001 - the real use raises it again, with its own error
-            pass
-
-    threading.Thread(target=run, name=f"analyzer-{name}", daemon=True).start()
+        _KERNEL_PREFETCH.append(_InBackground(warm, "load-kernel"))
 
 
 def finalize(cfg, store: RunStore, reader, bank, encoder, model, *, hashes=None, timings=None, resumed=False,

@@ -179,10 +179,7 @@ class RunStore:
         RUN/_duckdb_tmp instead of growing to DuckDB's default of 80% of the machine's RAM."""
         con = duckdb.connect(str(self.db_path), read_only=read_only)
         try:
-            con.execute(f"SET memory_limit = '{duckdb_memory_limit()}'")
-            if not read_only:
-                tmpdir = str(self.root / "_duckdb_tmp").replace("'", "''")
-                con.execute(f"SET temp_directory = '{tmpdir}'")
+            _limit_memory(con, self.root, spill=not read_only)
             _follow_moved_parts(con, self.root)
         except BaseException:
             con.close()
@@ -201,7 +198,8 @@ class RunStore:
         tmp.unlink(missing_ok=True)
         con = duckdb.connect(str(tmp))
         try:
-            _limit_memory(con, tmp)
+            _limit_memory(con, self.root)
+            con.execute("SET preserve_insertion_order = true")
             # No copy of the parts: item_rows is a view over them (DuckDB reads the parquet parts out of core, and
             # a copy of 10M rows cost 13-28 s and as much disk again), with `scored` (this row's scores are the
             # id's scores). items, item_scores and scanned are views over it. Parts are listed in row order (part
@@ -224,9 +222,9 @@ class RunStore:
             if con.execute("SELECT count(*) FROM duplicate_rows").fetchone()[0] == 0:
                 con.execute(f"CREATE VIEW item_rows AS {select}, coalesce(status = 'ok', false) AS scored FROM {parquet}")
             else:
-                dup_error = DUPLICATE_ERROR.replace("'", "''")  # a constant of this module, not user input
+                dup_error = _sql_string(DUPLICATE_ERROR)  # a constant of this module, not user input
                 fixed = ["CASE WHEN d.later THEN 'error' ELSE p.status END AS status" if c == "status" else
-                         f"CASE WHEN d.later THEN '{dup_error}' ELSE p.error END AS error" if c == "error" else f"p.{c}"
+                         f"CASE WHEN d.later THEN {dup_error} ELSE p.error END AS error" if c == "error" else f"p.{c}"
                          for c in ITEM_COLUMNS]
                 con.execute(f"CREATE VIEW item_rows AS SELECT {', '.join(fixed)}, "
                             f"{', '.join('p.' + c for c in cols)}, "
@@ -276,12 +274,12 @@ def _follow_moved_parts(con, root: Path) -> None:
     here = str(root.resolve())
     if not rows or rows[0][0] == here:
         return
-    sql = con.execute("SELECT sql FROM duckdb_views() WHERE view_name = 'item_rows' AND NOT temporary").fetchall()
-    if not sql:
+    views = con.execute("SELECT sql FROM duckdb_views() WHERE view_name = 'item_rows' AND NOT temporary").fetchall()
+    if not views:
         return
-    sql = sql[0]
+    # the parts' paths in the view as quoted: "'<root>/parts/items/" (without the closing quote)
     old_dir, new_dir = (_sql_string(str(Path(r) / "parts" / "items") + os.sep)[:-1] for r in (rows[0][0], here))
-    moved = sql[0].replace(old_dir, new_dir).replace("CREATE VIEW item_rows", "CREATE TEMP VIEW item_rows", 1)
+    moved = views[0][0].replace(old_dir, new_dir).replace("CREATE VIEW item_rows", "CREATE TEMP VIEW item_rows", 1)
     con.execute(moved)
 
 
@@ -311,11 +309,12 @@ def duckdb_memory_limit() -> str:
     return value
 
 
-def _limit_memory(con, db_path: Path) -> None:
-    con.execute(f"SET memory_limit = '{duckdb_memory_limit()}'")
-    tmpdir = str(db_path.parent / "_duckdb_tmp").replace("'", "''")
-    con.execute(f"SET temp_directory = '{tmpdir}'")
-    con.execute("SET preserve_insertion_order = true")
+def _limit_memory(con, root: Path, *, spill: bool = True) -> None:
+    """DuckDB's memory cap (ANALYZER_DUCKDB_MEMORY) and, where the connection may write, spilling to
+    RUN/_duckdb_tmp."""
+    con.execute(f"SET memory_limit = {_sql_string(duckdb_memory_limit())}")
+    if spill:
+        con.execute(f"SET temp_directory = {_sql_string(str(root / '_duckdb_tmp'))}")
 
 
 def _create_macros(con) -> None:

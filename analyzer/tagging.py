@@ -17,8 +17,8 @@ import pyarrow.compute as pc
 
 from .errors import InputError
 from .ingest.standardize import _cast_float, _torch, as_float16, embedding_matrix, pool_empty
+from .kernels import NORM_SAFE as _NORM_SAFE  # float32 squared norms outside it are redone in float64
 
-_NORM_SAFE = (1e-30, 1e30)  # float32 squared norms inside this range are exact enough; others are redone in float64
 BLOCK_ROWS = 1024  # rows per block handed to a scoring thread (1 MB of float16 at 512-d) on the precomputed path
 SCORE_WORKERS = max(1, min(8, os.cpu_count() or 1))  # threads scoring blocks (each with single-threaded kernels)
 _POOL_LOCK = threading.Lock()
@@ -117,8 +117,8 @@ def score_embeddings(m: np.ndarray, model, *, modality: str = "image", texts: li
     is ``model.score(texts, unit_rows(m)[0], modality)``. Without captions and with a model that exposes its linear
     embedding path (``embedding_head``), scoring is fused: one compiled pass per block gives the squared norms and
     ``x @ W`` and, when kept, the float16 unit vectors, reading float16 input as is (:mod:`analyzer.kernels`);
-    then the sigmoid of the logits ``(x @ W) / |x| + b`` runs over the whole batch. No torch on that path. Fused scores equal the
-    unfused ones within float32 rounding; rows whose squared norm float32 cannot hold exactly enough (tiny, huge,
+    then the sigmoid of the logits ``(x @ W) / |x| + b`` runs over the whole batch. No torch on that path. Fused
+    scores equal the unfused ones within float32 rounding; rows whose squared norm float32 cannot hold exactly enough (tiny, huge,
     zero, NaN) are redone the careful way.
     """
     n, d = m.shape
@@ -133,15 +133,6 @@ def score_embeddings(m: np.ndarray, model, *, modality: str = "image", texts: li
         scores = {c: np.empty(n, dtype=np.float64) for c in concept_ids}
         norms = np.empty(n, dtype=np.float64)
 
-    # unfused path: float16 blocks are widened by torch's vectorised copy (exact, like numpy's cast) through one view
-    torch = _torch() if head is None and m.dtype == np.float16 and n * d >= (1 << 16) else None
-    if torch is not None:
-        import warnings
-
-        with warnings.catch_warnings():  # read-only Arrow buffers: torch warns, but only reads them here
-            warnings.simplefilter("ignore")
-            m_t = torch.from_numpy(m)
-
     def work(my_spans):
         if head is not None:
             from .kernels import score_rows
@@ -149,18 +140,12 @@ def score_embeddings(m: np.ndarray, model, *, modality: str = "image", texts: li
             for s, e in my_spans:
                 score_rows(m[s:e], head[0], head[1], Z[:, s:e], SQ[s:e], None if out16 is None else out16[s:e])
             return
+        # unfused path (captions, or a model without a linear embedding head): widened block by block
         rows = min(block, n)
         wide = _scratch("wide", (rows, d), np.float32) if m.dtype != np.float32 else None
-        wide_t = torch.from_numpy(wide) if torch is not None else None
         unit = _scratch("unit", (rows, d), np.float32)
         for s, e in my_spans:
-            if wide is None:
-                blk = m[s:e]
-            elif wide_t is not None:
-                wide_t[:e - s].copy_(m_t[s:e])
-                blk = wide[:e - s]
-            else:
-                blk = _cast_float(m[s:e], np.float32, out=wide[:e - s])
+            blk = m[s:e] if wide is None else _cast_float(m[s:e], np.float32, out=wide[:e - s])
             ub, norms[s:e] = unit_rows(blk, out=unit[:e - s])
             for c, p in model.score(None if texts is None else texts[s:e], ub, modality=modality).items():
                 scores[c][s:e] = p

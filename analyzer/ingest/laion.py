@@ -150,7 +150,7 @@ class _RowReader:
         # 32 MB in page by page (3x the cost of the read itself)
         nbytes = k * self.dim * self.dtype.itemsize
         buf = pa.allocate_buffer(nbytes)
-        got = self.fh.readinto(memoryview(buf).cast("B")) or 0 if nbytes else 0
+        got = (self.fh.readinto(memoryview(buf).cast("B")) or 0) if nbytes else 0
         if got != nbytes:
             raise InputError(f"expected {self.n} rows in {self.path.name}, got a file cut short at row "
                              f"{off + got // (self.dim * self.dtype.itemsize)}; re-download it")
@@ -164,8 +164,8 @@ class _RowReader:
 def _embedding_column(block: np.ndarray) -> tuple[pa.Array, pa.Array | None]:
     """list column from an (n, d) slice; non-finite rows become null with an error.
 
-    float16 vectors (LAION's) stay float16, sharing the block's memory: the tagger widens them block by block in
-    cache (analyzer.tagging.score_embeddings), which costs less than one pass that widens the whole batch here.
+    float16 vectors (LAION's) stay float16, sharing the block's memory: the tagger's compiled pass reads them as
+    they are (analyzer.kernels), which costs less than one pass that widens the whole batch here.
     Other types become float32.
     """
     if block.dtype == np.float16:

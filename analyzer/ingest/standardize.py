@@ -324,7 +324,7 @@ def _embedding_column(emb) -> tuple[pa.Array, np.ndarray]:
         emb = emb.combine_chunks()
     n = len(emb)
     null = np.asarray(emb.is_null().to_numpy(zero_copy_only=False), dtype=bool)
-    # float16 vectors stay float16 (list<float16>): the tagger widens them block by block, in cache
+    # float16 vectors stay float16 (list<float16>): the tagger reads them as they are (analyzer.kernels)
     mat, valid = embedding_matrix(emb, check_finite=False, widen=False)
     valid &= finite_rows(mat)
     bad = ~valid & ~null

@@ -75,13 +75,13 @@ def score_distributions(con, out: Path, operating_points: dict) -> Path:
     return _save(fig, out / "score_distributions.png")
 
 
-def histogram(con, sql: str, bins: np.ndarray, batch_rows: int = 1 << 20) -> np.ndarray:
-    """``np.histogram`` counts of the one numeric column ``sql`` returns, streamed in Arrow record batches
-    (memory bounded by the batch, not the number of rows)."""
+def histogram(con, sql: str, bins: np.ndarray, params: list | None = None, batch_rows: int = 1 << 20) -> np.ndarray:
+    """``np.histogram`` counts of the one numeric column ``sql`` (with DuckDB ``params``) returns, streamed in
+    Arrow record batches (memory bounded by the batch, not the number of rows)."""
     counts = np.zeros(len(bins) - 1, dtype=np.int64)
     cur = con.cursor()  # its own result: the caller may hold a partly fetched one on ``con``
     try:
-        for batch in cur.sql(sql).to_arrow_reader(batch_rows):
+        for batch in cur.sql(sql, params=params).to_arrow_reader(batch_rows):
             vals = batch.column(0).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
             counts += np.histogram(vals, bins=bins)[0]
     finally:

@@ -29,10 +29,10 @@ def neighbourhoods(con, out: Path) -> Path | None:
     bins = np.linspace(0, 1, 21)
     for direction, color, label in (("adult_to_minor", "#c0392b", "adult_sexual items: minor share of neighbours"),
                                     ("minor_to_adult", "#3c8dbc", "minor items: adult_sexual share of neighbours")):
-        counts = histogram(con, "SELECT r2 FROM neighbourhood_risk WHERE direction = '" + direction + "' "
-                                "AND r2 IS NOT NULL", bins)  # streamed counts: no per-item Python
-        if con.execute("SELECT count(*) FROM neighbourhood_risk WHERE direction = ? AND r2 IS NOT NULL",
-                       [direction]).fetchall()[0][0]:
+        # streamed counts, no per-item Python; r2 is a share in [0, 1], so every value falls in a bin
+        counts = histogram(con, "SELECT r2 FROM neighbourhood_risk WHERE direction = ? AND r2 IS NOT NULL", bins,
+                           params=[direction])
+        if counts.sum():
             ax.hist(bins[:-1], bins=bins, weights=counts, alpha=0.6, color=color, label=label, log=True)
     if bridge and bridge[0] is not None:
         ax.axvline(bridge[0], color="#333", linestyle="--", label=f"bridge threshold {bridge[0]:.2f}")
