@@ -100,3 +100,40 @@ def widen(h, out):  # pragma: no cover - compiled
     for r in range(h.shape[0]):
         for j in range(h.shape[1]):
             out[r, j] = half_to_float(h[r, j])
+
+
+@njit(nogil=True, cache=True, boundscheck=False)
+def finite_rows16(h, out):  # pragma: no cover - compiled; tested through kernels.finite_rows16
+    """out[r] = no NaN/inf in row r of float16 bits: the largest ``bits & 0x7fff`` is under 0x7c00 (exponent all
+    ones). One pass, vectorised (an unsigned 16-bit max)."""
+    mask, inf = np.uint16(0x7FFF), np.uint16(0x7C00)
+    for r in range(h.shape[0]):
+        m = np.uint16(0)
+        for j in range(h.shape[1]):
+            v = h[r, j] & mask
+            m = v if v > m else m
+        out[r] = m < inf
+
+
+@njit(nogil=True, cache=True, boundscheck=False)
+def url_prefixes(offsets, data, out_offsets):  # pragma: no cover - compiled; tested through kernels.url_prefixes
+    """The bytes of each string up to (not including) its third "/" (all of it when it has fewer): fills
+    ``out_offsets`` (n + 1) and returns the concatenated prefixes (uint8)."""
+    n = out_offsets.shape[0] - 1
+    out_offsets[0] = 0
+    for i in range(n):
+        s, e = offsets[i], offsets[i + 1]
+        j, seen = s, 0
+        while j < e:
+            if data[j] == 47:  # "/"
+                seen += 1
+                if seen == 3:
+                    break
+            j += 1
+        out_offsets[i + 1] = out_offsets[i] + (j - s)
+    out = np.empty(out_offsets[n], dtype=np.uint8)
+    for i in range(n):
+        s, k = offsets[i], out_offsets[i]
+        for j in range(out_offsets[i + 1] - k):
+            out[k + j] = data[s + j]
+    return out

@@ -37,7 +37,6 @@ from typing import Iterable, Iterator
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from sklearn.base import BaseEstimator, ClusterMixin
 
 from .errors import InputError
 from .ingest.standardize import embedding_matrix
@@ -78,72 +77,20 @@ def resolve_index_options(options: dict | None = None) -> dict:
     return out
 
 
+def __getattr__(name: str):
+    """``EmbeddingKMeans`` lives in analyzer/kmeans.py (scikit-learn's import, 2 s, only when clusters are built)."""
+    if name == "EmbeddingKMeans":
+        from .kmeans import EmbeddingKMeans
+
+        return EmbeddingKMeans
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def choose_k(n: int) -> int:
     """Number of clusters for n items: clip(round(sqrt(n / 2)), 2, 1000), never more than n."""
     if n < 1:
         return 0
     return int(min(n, max(2, min(1000, round(math.sqrt(n / 2))))))
-
-
-class EmbeddingKMeans(ClusterMixin, BaseEstimator):
-    """Seeded spherical k-means on unit vectors (faiss ``Kmeans``, ``spherical=True``).
-
-    ``n_clusters=None`` picks ``choose_k(n)``. ``n_init`` restarts keep the best objective; faiss trains on at
-    most ``max_points_per_centroid`` x k rows (a seeded subsample). Over a stream, fit on a seeded sample
-    (``build_index`` does this); every item is then assigned with ``predict``.
-    """
-
-    def __init__(self, n_clusters=None, *, n_init=1, max_iter=20, max_points_per_centroid=256, seed=0):
-        self.n_clusters = n_clusters
-        self.n_init = n_init
-        self.max_iter = max_iter
-        self.max_points_per_centroid = max_points_per_centroid
-        self.seed = seed
-
-    def fit(self, X, y=None):
-        import faiss
-
-        X = np.ascontiguousarray(_unit(self._check(X)))
-        k = self.n_clusters if self.n_clusters is not None else choose_k(len(X))
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise InputError(f"expected n_clusters >= 1 or None, got {self.n_clusters!r}")
-        k = int(min(k, len(X)))
-        km = faiss.Kmeans(X.shape[1], k, niter=int(self.max_iter), nredo=int(self.n_init), seed=int(self.seed) + 1,
-                          spherical=True, max_points_per_centroid=int(self.max_points_per_centroid),
-                          min_points_per_centroid=1, verbose=False)
-        km.train(X)
-        self.cluster_centers_ = _unit(km.centroids)
-        self.n_clusters_ = k
-        self.n_features_in_ = X.shape[1]
-        self.inertia_ = float(km.obj[-1]) if len(km.obj) else 0.0  # sum of similarities (higher is better)
-        return self
-
-    def predict(self, X):
-        """Cluster of each row (the most similar centroid)."""
-        return self.predict_with_similarity(X)[0]
-
-    def predict_with_similarity(self, X, block: int = 8192):
-        if not hasattr(self, "cluster_centers_"):
-            raise InputError("expected a fitted EmbeddingKMeans, got an unfitted one; call fit first")
-        X = np.asarray(X)
-        lab, best = np.empty(len(X), dtype=np.int32), np.empty(len(X), dtype=np.float32)
-        for s in range(0, max(len(X), 1), block):  # blocks: the similarity matrix stays block x k
-            sims = _unit(self._check(X[s:s + block])) @ self.cluster_centers_.T
-            lab[s:s + block] = sims.argmax(axis=1)
-            best[s:s + block] = sims[np.arange(len(sims)), lab[s:s + block]]
-        return lab, best
-
-    def fit_predict(self, X, y=None):
-        return self.fit(X).predict(X)
-
-    @staticmethod
-    def _check(X) -> np.ndarray:
-        X = np.asarray(X, dtype=np.float32)
-        if X.ndim != 2 or not len(X):
-            raise InputError(f"expected a non-empty 2-d array of embeddings, got shape {X.shape}")
-        if not np.isfinite(X).all():
-            raise InputError("expected finite embeddings, got NaN or inf values")
-        return X
 
 
 # ---- streaming over a run's embedding parts ---------------------------------------------------------------
@@ -264,6 +211,8 @@ def build_index(con, store, *, seed: int = 0, n_clusters: int | None = None, nei
     sample = np.concatenate(sample)
     if len(sample) < k:  # a tiny sample: fit on everything
         sample = np.concatenate([X for _, X in iter_embeddings(store, **stream)])
+    from .kmeans import EmbeddingKMeans
+
     km = EmbeddingKMeans(n_clusters=k, seed=seed).fit(sample)
     q_ids = np.concatenate(qids) if qids else np.array([], dtype=object)
     q_vec = np.concatenate(qvec) if qvec else np.zeros((0, km.n_features_in_), np.float32)

@@ -25,22 +25,19 @@ LANES = 8  # concept rows of the weights per sweep over a row: the caller pads t
 NORM_SAFE = (1e-30, 1e30)  # float32 squared norms inside this range are exact enough (the kernel and its caller)
 
 
-def _compile():
-    from . import _kernels_jit as jit
-
-    return jit.score_rows16, jit.score_rows32, jit.narrow, jit.widen
-
-
 _KERNELS = []
 _LOCK = threading.Lock()
 
 
 def _kernels():
+    """The compiled module (numba's import under a lock: the reader and scoring threads start together)."""
     if not _KERNELS:
-        with _LOCK:  # the scoring threads start together: compile (or load from the cache) once
+        with _LOCK:
             if not _KERNELS:
-                _KERNELS.extend(_compile())
-    return _KERNELS
+                from . import _kernels_jit
+
+                _KERNELS.append(_kernels_jit)
+    return _KERNELS[0]
 
 
 def score_rows(a: np.ndarray, wt: np.ndarray, b: np.ndarray, z: np.ndarray, sq: np.ndarray,
@@ -53,23 +50,48 @@ def score_rows(a: np.ndarray, wt: np.ndarray, b: np.ndarray, z: np.ndarray, sq: 
     keep = unit16 is not None
     out = unit16.view(np.uint16) if keep else np.empty((1, 1), dtype=np.uint16)
     if a.dtype == np.float16:
-        _kernels()[0](a.view(np.uint16), wt, b, z, sq, keep, out)
+        _kernels().score_rows16(a.view(np.uint16), wt, b, z, sq, keep, out)
     else:
-        _kernels()[1](a, wt, b, z, sq, keep, out)
+        _kernels().score_rows32(a, wt, b, z, sq, keep, out)
 
 
 def narrow(a: np.ndarray) -> np.ndarray:
     """float32 (rows, d) -> float16, bit-identical to ``a.astype(np.float16)`` for finite values (tests)."""
     out = np.empty(a.shape, dtype=np.float16)
-    _kernels()[2](np.ascontiguousarray(a, dtype=np.float32), out.view(np.uint16))
+    _kernels().narrow(np.ascontiguousarray(a, dtype=np.float32), out.view(np.uint16))
     return out
 
 
 def widen(a: np.ndarray) -> np.ndarray:
     """float16 (rows, d) -> float32 through the scorer's conversion; bit-identical to numpy's for finite values."""
     out = np.empty(a.shape, dtype=np.float32)
-    _kernels()[3](np.ascontiguousarray(a, dtype=np.float16).view(np.uint16), out)
+    _kernels().widen(np.ascontiguousarray(a, dtype=np.float16).view(np.uint16), out)
     return out
+
+
+def finite_rows16(mat: np.ndarray) -> np.ndarray:
+    """Rows of a float16 (rows, d) matrix without NaN or inf (bool per row), read as bits in one pass."""
+    out = np.empty(mat.shape[0], dtype=bool)
+    _kernels().finite_rows16(np.ascontiguousarray(mat).view(np.uint16), out)
+    return out
+
+
+def url_prefixes(urls):
+    """Each string of a pyarrow string array up to (not including) its third "/", or whole when it has fewer;
+    null stays null. Equal to ``binary_join(list_slice(split_pattern(urls, "/", max_splits=3), 0, 3), "/")``
+    (tests), without building a list per row."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = len(urls)
+    _, off_buf, data_buf = urls.buffers()
+    offsets = np.frombuffer(off_buf, dtype=np.int32, count=urls.offset + n + 1)[urls.offset:]
+    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.empty(0, dtype=np.uint8)
+    out_offsets = np.empty(n + 1, dtype=np.int32)
+    out = _kernels().url_prefixes(offsets, data, out_offsets)
+    validity = pc.is_valid(urls).buffers()[1] if urls.null_count else None
+    return pa.StringArray.from_buffers(n, pa.py_buffer(out_offsets), pa.py_buffer(out), validity,
+                                       urls.null_count)
 
 
 def warm() -> float:
@@ -85,4 +107,9 @@ def warm() -> float:
             a.setflags(write=writable)
             score_rows(a, wt, b, z[:, :2], sq[:2], unit)  # a column slice of the batch's logits, as the scan passes
             score_rows(a, wt, b, z[:, 2:], sq[2:])
+            if dtype == np.float16:
+                finite_rows16(a)
+    import pyarrow as pa
+
+    url_prefixes(pa.array(["https://a.example/b", None]))
     return time.perf_counter() - t0

@@ -291,22 +291,42 @@ def finalize(cfg, store: RunStore, reader, bank, encoder, model, *, hashes=None,
     store.mark_success()
 
 
-def _hash_inputs(reader) -> "_InBackground":
-    """sha256 of every input file in a background thread at low CPU priority (nice +10 for that thread on Linux):
-    it reads the whole input (10 GB at 10M LAION rows: about 8 s of one core) and so takes the CPU the parts and
-    DuckDB stages leave idle instead of competing with them (hashlib releases the GIL)."""
+def _hash_inputs(reader) -> "_InputHashes":
+    """sha256 of every input file. Files the reader fingerprints from the bytes it reads anyway
+    (``reader.hashed_while_reading()``: LAION's .npy files, read once instead of twice) are taken from it; the
+    others are read in a background thread at low CPU priority (nice +10 for that thread on Linux), which takes
+    the CPU the parts and DuckDB stages leave idle instead of competing with them (hashlib releases the GIL)."""
     import threading
 
     from .ingest import file_sha256
+
+    streamed = set(reader.hashed_while_reading()) if hasattr(reader, "hashed_while_reading") else set()
+    others = [p for p in reader.files if p not in streamed]
 
     def run():
         try:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
         except (AttributeError, OSError):  # not Linux, or not allowed: hash at normal priority
             pass
-        return [_sha256_or_none(p, file_sha256) for p in reader.files]
+        return [_sha256_or_none(p, file_sha256) for p in others]
 
-    return _InBackground(run, "sha256")
+    return _InputHashes(reader, others, _InBackground(run, "sha256"))
+
+
+class _InputHashes:
+    """``result()``: the sha256 of each of ``reader.files`` (None for a file that is not a regular readable file).
+    A file the reader was to fingerprint while reading but did not (a resumed scan, a read that stopped early, a
+    file changed meanwhile) is hashed here, from disk."""
+
+    def __init__(self, reader, others: list, background: "_InBackground"):
+        self._reader, self._others, self._background = reader, others, background
+
+    def result(self) -> list:
+        from .ingest import file_sha256
+
+        done = dict(zip(self._others, self._background.result()))
+        return [done[p] if p in done else (self._reader.streamed_sha256(p) or _sha256_or_none(p, file_sha256))
+                for p in self._reader.files]
 
 
 class _InBackground:

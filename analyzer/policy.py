@@ -196,11 +196,11 @@ def _gate(name, passed, figure, limit, detail) -> dict:
 
 
 def coverage_gate(con, root: Path, config: dict, gates: dict) -> dict:
-    total, failed, distinct_rows, max_row = con.execute(
-        "SELECT count(*), count(*) FILTER (WHERE status <> 'ok'), count(DISTINCT row_idx), max(row_idx) FROM items"
+    total, failed, min_row, max_row = con.execute(
+        "SELECT count(*), count(*) FILTER (WHERE status <> 'ok'), min(row_idx), max(row_idx) FROM items"
     ).fetchone()
     input_rows = _input_rows(config)
-    contiguous = distinct_rows == total and (max_row is None or max_row + 1 == total)
+    contiguous = rows_contiguous(con, total, min_row, max_row)
     accounted = contiguous and (input_rows is None or input_rows == total)
     share = failed / total if total else 1.0
     ok = share <= gates["max_failed_share"] and (accounted or not gates["require_all_rows_accounted"]) and total > 0
@@ -208,6 +208,25 @@ def coverage_gate(con, root: Path, config: dict, gates: dict) -> dict:
     return _gate("scan_coverage", ok, round(share, 6), gates["max_failed_share"],
                  f"{total - failed} scanned + {failed} failed = {total} rows ({src}; row positions "
                  f"{'contiguous' if contiguous else 'NOT contiguous'}); failed share {share:.4f}")
+
+
+BITSET_ROWS = 1 << 28  # up to this many rows the distinct positions are counted in a bitset (32 MB a thread)
+
+
+def rows_contiguous(con, total: int, min_row, max_row) -> bool:
+    """Whether the row positions of ``items`` are exactly 0 .. total - 1, each once: ``total`` distinct values in
+    [0, total - 1]. The distinct values are counted with a bitset over that range (``bitstring_agg``: 0.2 s at 10M
+    rows, against 1.7 s for ``count(DISTINCT row_idx)``'s hash table), or with count(DISTINCT) past BITSET_ROWS."""
+    if total == 0:
+        return True
+    if min_row != 0 or max_row != total - 1:
+        return False
+    if total <= BITSET_ROWS:
+        distinct = con.execute("SELECT bit_count(bitstring_agg(row_idx, 0, $last)) FROM items",
+                               {"last": int(max_row)}).fetchone()[0]
+    else:
+        distinct = con.execute("SELECT count(DISTINCT row_idx) FROM items").fetchone()[0]
+    return distinct == total
 
 
 def _input_rows(config: dict) -> int | None:

@@ -145,6 +145,24 @@ def test_coverage_gate(catalog):
     assert g["scan_coverage"]["passed"]
 
 
+@pytest.mark.parametrize("bitset", [True, False])
+def test_row_positions_are_contiguous_only_when_each_appears_once(monkeypatch, bitset):
+    import duckdb
+
+    from analyzer import policy as policy_mod
+
+    monkeypatch.setattr(policy_mod, "BITSET_ROWS", 1 << 28 if bitset else 2)  # the bitset or count(DISTINCT)
+    con = duckdb.connect()
+    cases = {(0, 1, 2, 3): True, (3, 2, 0, 1): True, (0, 1, 1, 3): False, (0, 2, 2, 3): False, (1, 2, 3, 4): False,
+             (0, 1, 2): True, (0,): True}
+    for rows, want in cases.items():
+        con.execute("CREATE OR REPLACE TABLE items AS SELECT unnest($v) AS row_idx", {"v": list(rows)})
+        total, lo, hi = con.execute("SELECT count(*), min(row_idx), max(row_idx) FROM items").fetchone()
+        assert policy_mod.rows_contiguous(con, total, lo, hi) is want, rows
+    con.execute("CREATE OR REPLACE TABLE items (row_idx BIGINT)")
+    assert policy_mod.rows_contiguous(con, 0, None, None)
+
+
 def test_calibration_gate(catalog):
     con = catalog[0]
     _, g = gates_of(catalog, policy())

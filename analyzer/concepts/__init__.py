@@ -14,7 +14,17 @@ from .calibration import wilson
 from .evaluate import evaluate_by_language, evaluate_labels, evaluate_scores
 from .keywords import KeywordTagger, detect_language, detect_languages
 from .model import ConceptModel, fit_concept_model
-from .taggers import ProbeTagger, PromptTagger
+
+
+def __getattr__(name: str):
+    """``ProbeTagger`` and ``PromptTagger`` (scikit-learn estimators) load on first use: a scan that loads a
+    fitted model never imports scikit-learn (2 s)."""
+    if name in ("ProbeTagger", "PromptTagger"):
+        from . import taggers
+
+        return getattr(taggers, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "Concept", "ConceptBank", "ConceptModel", "KeywordTagger", "ProbeData", "ProbeTagger", "PromptTagger",

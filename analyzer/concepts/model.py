@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from sklearn.model_selection import StratifiedKFold
 
 from ..errors import InputError
 from .bank import ConceptBank
@@ -28,7 +27,6 @@ from .calibration import (choose_operating_points, fit_fusion, fit_platt, logit,
 from .data import assemble, load_training_rows
 from .evaluate import cv_report
 from .keywords import KeywordTagger, detect_languages
-from .taggers import ProbeTagger
 
 MODEL_FORMAT = 4  # bump when fitting changes: invalidates the on-disk cache
 FUSION_FEATURES = ["z_en", "z_non_en", "strong_en", "strong_non_en", "weak", "non_en", "minus_counter"]
@@ -277,6 +275,11 @@ def fit_concept_model(bank: ConceptBank, encoder, seed: int = 0, *, modality: st
 
 
 def _cv_logits(X, y, seed, C):
+    # scikit-learn is imported where a model is fitted: a scan that loads a fitted model never imports it (2 s)
+    from sklearn.model_selection import StratifiedKFold
+
+    from .taggers import ProbeTagger
+
     oof = np.zeros(len(y))
     skf = StratifiedKFold(n_splits=min(N_FOLDS, int(min(np.bincount(y)))), shuffle=True, random_state=seed)
     for tr, te in skf.split(X, y):
@@ -285,6 +288,8 @@ def _cv_logits(X, y, seed, C):
 
 
 def _cv_fusion(F, y, seed):
+    from sklearn.model_selection import StratifiedKFold
+
     oof = np.zeros(len(y))
     skf = StratifiedKFold(n_splits=min(N_FOLDS, int(min(np.bincount(y)))), shuffle=True, random_state=seed + 1)
     for tr, te in skf.split(F, y):
@@ -335,6 +340,8 @@ def _fit_concept(c, texts: list[str], y: np.ndarray, source: str, encoder, seed:
     langs = detect_languages(texts)
     jj = kwt.concept_ids_.index(c.id)
     kw = kwt.transform(texts, langs)[:, jj, :]
+    from .taggers import ProbeTagger
+
     C = ProbeTagger().C
     z_oof = _cv_logits(X, y, seed, C)
     F = fusion_features(z_oof, kw[:, 0], kw[:, 1], _non_en(langs), kw[:, 2])

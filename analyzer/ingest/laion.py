@@ -16,6 +16,7 @@ Shards are read in numeric order of N.
 """
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Iterator
@@ -28,6 +29,7 @@ import pyarrow.parquet as pq
 from ..errors import InputError
 from .images import resolve_roles
 from .schema import ColumnSpec
+from .streamhash import StreamHasher
 from .standardize import _list_column, as_float32, finite_rows, standardize
 
 _NUM_RE = re.compile(r"_(\d+)\.(?:npy|parquet)$")
@@ -54,6 +56,7 @@ class LaionEmbeddingReader:
         if not self.shards:
             raise InputError(f"expected {folder}/{folder}_N.npy files in {[str(p) for p in paths]}, got none")
         self.files = [f for _, _, npy, meta in self.shards for f in (npy, meta)]
+        self.hasher = StreamHasher()  # sha256 of the .npy files read whole, in order, by iter_batches
         self.dim: int | None = None
         self.rows: dict[Path, int] = {}
         self.columns: dict[Path, dict] = {}
@@ -81,6 +84,17 @@ class LaionEmbeddingReader:
 
     has_embeddings = True
 
+    def hashed_while_reading(self) -> list[Path]:
+        """The input files whose sha256 ``iter_batches`` computes from the bytes it reads (the .npy files: 10 GB
+        at 10M LAION rows, read once instead of twice; hashed in a thread of its own, :mod:`.streamhash`). :meth:`streamed_sha256` gives it once a file was read
+        whole and in order, unchanged meanwhile; otherwise (a resumed scan, a read stopped early) it is None and
+        the caller hashes the file itself."""
+        return [npy for _, _, npy, _ in self.shards]
+
+    def streamed_sha256(self, path: Path) -> str | None:
+        self.hasher.wait()
+        return self.hasher.digests.get(path)
+
     def embedding_dim(self) -> int | None:
         return self.dim
 
@@ -88,10 +102,16 @@ class LaionEmbeddingReader:
         return sum(self.rows.values())
 
     def iter_batches(self, batch_size: int, start_row: int = 0) -> Iterator[pa.RecordBatch]:
+        try:
+            yield from self._batches(batch_size, start_row)
+        finally:
+            self.hasher.stop()  # after the chunks handed over so far are hashed
+
+    def _batches(self, batch_size: int, start_row: int) -> Iterator[pa.RecordBatch]:
         row = start_row
         for _, n, npy, meta in self.shards:
             arr = _open_npy(npy)
-            rows = _RowReader(npy, arr)
+            rows = _RowReader(npy, arr, hasher=self.hasher)
             del arr  # the mapping is only used for its header: blocks are read with bounded buffers
             cols = dict(self.columns[meta])
             needed = sorted({c for c in cols.values() if c})
@@ -104,7 +124,7 @@ class LaionEmbeddingReader:
                         continue
                     if off + k > rows.n:
                         raise InputError(f"expected {meta.name} to have {rows.n} rows, got more while reading")
-                    emb, errors = _embedding_column(rows.read(off, k))
+                    emb, errors = _embedding_column(*rows.read(off, k))
                     arrays, names = list(raw.columns), list(raw.schema.names)
                     use = dict(cols)
                     if errors is not None:
@@ -132,37 +152,83 @@ class LaionEmbeddingReader:
                 raise InputError(f"expected {rows.n} metadata rows in {meta.name}, got {off}")
 
 
+CHUNK_BYTES = 1 << 20  # bytes per read call: a chunk stays in the CPU cache for the finite check
+
+
 class _RowReader:
     """Reads row blocks of a C-order .npy with plain file reads: memory stays one batch, whereas pages of a
     memory map that has been read count towards the process's RSS until unmapped (10M x 512 fp16 = 10 GB)."""
 
-    def __init__(self, path: Path, arr: np.ndarray):
+    def __init__(self, path: Path, arr: np.ndarray, hasher: StreamHasher | None = None):
         self.path, self.n, self.dim, self.dtype = path, int(arr.shape[0]), int(arr.shape[1]), arr.dtype
         self.offset = getattr(arr, "offset", None)
         self.c_order = bool(arr.flags.c_contiguous) and self.offset is not None
         self.fh = open(path, "rb") if self.c_order else None
+        # the file's sha256 from the bytes read (header here, then the rows as they come), while reads run in order
+        self._hasher, self._hashing, self._next = hasher, None, 0
+        if self.fh is not None and hasher is not None:
+            self._hashing = hasher.open(path, self.fh.read(self.offset), _stat(self.fh))
 
-    def read(self, off: int, k: int) -> np.ndarray:
+    def read(self, off: int, k: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Rows ``off .. off + k`` and, for float16, which of them are finite (else None)."""
         if not self.c_order:  # Fortran-order files: slice the map (rare; not bounded the same way)
-            return np.asarray(np.load(self.path, mmap_mode="r", allow_pickle=False)[off:off + k])
-        self.fh.seek(self.offset + off * self.dim * self.dtype.itemsize)
+            return np.asarray(np.load(self.path, mmap_mode="r", allow_pickle=False)[off:off + k]), None
+        row_bytes = self.dim * self.dtype.itemsize
+        if off != self._next:  # not the next rows in order: this read cannot fingerprint the file
+            self._hashing = None
+        self.fh.seek(self.offset + off * row_bytes)
         # into a buffer of Arrow's pool, which reuses freed pages: a fresh numpy array per batch faulted its
         # 32 MB in page by page (3x the cost of the read itself)
-        nbytes = k * self.dim * self.dtype.itemsize
+        nbytes = k * row_bytes
         buf = pa.allocate_buffer(nbytes)
-        got = (self.fh.readinto(memoryview(buf).cast("B")) or 0) if nbytes else 0
+        block = np.frombuffer(buf, dtype=self.dtype).reshape(k, self.dim)
+        f16 = self.dtype == np.float16 and self.dim > 0
+        finite = np.empty(k, dtype=bool) if f16 else None
+        view, got = memoryview(buf).cast("B"), 0
+        # CHUNK_BYTES at a time, each float16 chunk checked for NaN/inf while it is still in the CPU cache (a
+        # second pass over the batch read it back from memory)
+        step = max(1, CHUNK_BYTES // max(1, row_bytes)) * row_bytes
+        while got < nbytes:
+            n = self.fh.readinto(view[got:got + step]) or 0
+            if n == 0:
+                break
+            if self._hashing is not None:  # hashed in the hasher's thread; the buffer stays alive meanwhile
+                self._hasher.update(self._hashing, view[got:got + n])
+            if f16 and n % row_bytes == 0:
+                r0 = got // row_bytes
+                finite[r0:r0 + n // row_bytes] = finite_rows(block[r0:r0 + n // row_bytes])
+            elif f16:  # a short read in the middle of a row: check the rows once the batch is read
+                f16 = False
+            got += n
         if got != nbytes:
             raise InputError(f"expected {self.n} rows in {self.path.name}, got a file cut short at row "
-                             f"{off + got // (self.dim * self.dtype.itemsize)}; re-download it")
-        return np.frombuffer(buf, dtype=self.dtype).reshape(k, self.dim)
+                             f"{off + got // row_bytes}; re-download it")
+        if finite is not None and not f16:
+            finite = finite_rows(block)
+        self._next = off + k
+        return block, finite
 
     def close(self) -> None:
-        if self.fh is not None:
+        if self.fh is None:
+            return
+        try:
+            if self._hashing is not None and self._next == self.n:
+                self.fh.seek(self.offset + self.n * self.dim * self.dtype.itemsize)
+                while tail := self.fh.read(1 << 20):  # bytes after the last row (none in a plain .npy)
+                    self._hasher.update(self._hashing, tail)
+                self._hasher.finish(self._hashing, _stat(self.fh))  # kept only if unchanged while it was read
+        finally:
             self.fh.close()
 
 
-def _embedding_column(block: np.ndarray) -> tuple[pa.Array, pa.Array | None]:
-    """list column from an (n, d) slice; non-finite rows become null with an error.
+def _stat(fh) -> tuple[int, int]:
+    st = os.fstat(fh.fileno())
+    return st.st_size, st.st_mtime_ns
+
+
+def _embedding_column(block: np.ndarray, finite: np.ndarray | None = None) -> tuple[pa.Array, pa.Array | None]:
+    """list column from an (n, d) slice; non-finite rows become null with an error (``finite``: the rows
+    already known to be finite, from the read).
 
     float16 vectors (LAION's) stay float16, sharing the block's memory: the tagger's compiled pass reads them as
     they are (analyzer.kernels), which costs less than one pass that widens the whole batch here.
@@ -172,7 +238,9 @@ def _embedding_column(block: np.ndarray) -> tuple[pa.Array, pa.Array | None]:
         mat = np.ascontiguousarray(block)
     else:
         mat = as_float32(block) if block.dtype != np.float32 else np.array(block, copy=True)
-    finite = finite_rows(mat)
+        finite = None
+    if finite is None:
+        finite = finite_rows(mat)
     emb = _list_column(mat, finite)
     if finite.all():
         return emb, None

@@ -302,17 +302,13 @@ def finite_rows(mat: np.ndarray) -> np.ndarray:
     return finite
 
 
-def finite_rows_f16(mat: np.ndarray, block: int = 2048) -> np.ndarray:
+def finite_rows_f16(mat: np.ndarray) -> np.ndarray:
     """Rows of a float16 matrix without NaN/inf: a value is non-finite when its exponent bits are all ones, so
-    ``max(bits & 0x7fff) < 0x7c00`` per row, in cache-sized blocks (about 20x numpy's float16 isfinite)."""
-    bits = np.ascontiguousarray(mat).view(np.uint16)
-    out = np.empty(len(mat), dtype=bool)
-    buf = np.empty((min(block, len(mat)), mat.shape[1]), dtype=np.uint16)
-    for s in range(0, len(mat), block):
-        e = min(len(mat), s + block)
-        np.bitwise_and(bits[s:e], 0x7FFF, out=buf[:e - s])
-        np.less(buf[:e - s].max(axis=1), 0x7C00, out=out[s:e])
-    return out
+    ``max(bits & 0x7fff) < 0x7c00`` per row, in one compiled pass (:func:`analyzer.kernels.finite_rows16`;
+    tests compare it with numpy's ``isfinite``)."""
+    from ..kernels import finite_rows16
+
+    return finite_rows16(mat)
 
 
 def _embedding_column(emb) -> tuple[pa.Array, np.ndarray]:
