@@ -74,8 +74,8 @@ def score_row(f, wt, b, z, sq, r, keep, unit):  # pragma: no cover - compiled
 
 
 @njit(fastmath=_FLAGS, nogil=True, cache=True, boundscheck=False)
-def score_rows16(h, wt, b, z, sq, keep, unit):  # pragma: no cover - compiled; tested through score_rows
-    f = np.empty(h.shape[1], dtype=np.float32)
+def score_rows16(h, wt, b, z, sq, keep, unit, f):  # pragma: no cover - compiled; tested through score_rows
+    """``f``: a float32 scratch row of h.shape[1] values, the caller's (no allocation in the loop)."""
     for r in range(h.shape[0]):
         for j in range(h.shape[1]):
             f[j] = half_to_float(h[r, j])
@@ -104,21 +104,21 @@ def widen(h, out):  # pragma: no cover - compiled
 
 @njit(nogil=True, cache=True, boundscheck=False)
 def finite_rows16(h, out):  # pragma: no cover - compiled; tested through kernels.finite_rows16
-    """out[r] = no NaN/inf in row r of float16 bits: the largest ``bits & 0x7fff`` is under 0x7c00 (exponent all
-    ones). One pass, vectorised (an unsigned 16-bit max)."""
-    mask, inf = np.uint16(0x7FFF), np.uint16(0x7C00)
+    """out[r] = no NaN/inf in row r of float16 bits. A value is NaN or inf when its exponent bits (0x7c00) are
+    all ones, which is when ``(bits & 0x7c00) + 0x0400`` reaches 0x8000: the row's OR of that sum has bit 15
+    clear exactly when every value is finite. One pass, vectorised (16-bit and, add, or)."""
+    e, one, top = np.uint16(0x7C00), np.uint16(0x0400), np.uint16(0x8000)
     for r in range(h.shape[0]):
-        m = np.uint16(0)
+        acc = np.uint16(0)
         for j in range(h.shape[1]):
-            v = h[r, j] & mask
-            m = v if v > m else m
-        out[r] = m < inf
+            acc |= (h[r, j] & e) + one
+        out[r] = (acc & top) == 0
 
 
 @njit(nogil=True, cache=True, boundscheck=False)
-def url_prefixes(offsets, data, out_offsets):  # pragma: no cover - compiled; tested through kernels.url_prefixes
-    """The bytes of each string up to (not including) its third "/" (all of it when it has fewer): fills
-    ``out_offsets`` (n + 1) and returns the concatenated prefixes (uint8)."""
+def url_prefix_offsets(offsets, data, out_offsets):  # pragma: no cover - compiled; tested through kernels.url_prefixes
+    """``out_offsets`` (n + 1) of the strings' prefixes up to (not including) their third "/" (all of a string
+    that has fewer)."""
     n = out_offsets.shape[0] - 1
     out_offsets[0] = 0
     for i in range(n):
@@ -131,9 +131,12 @@ def url_prefixes(offsets, data, out_offsets):  # pragma: no cover - compiled; te
                     break
             j += 1
         out_offsets[i + 1] = out_offsets[i] + (j - s)
-    out = np.empty(out_offsets[n], dtype=np.uint8)
-    for i in range(n):
+
+
+@njit(nogil=True, cache=True, boundscheck=False)
+def gather_prefixes(offsets, data, out_offsets, out):  # pragma: no cover - compiled; tested through kernels.url_prefixes
+    """Copy each prefix measured by url_prefix_offsets into ``out`` (out_offsets[-1] bytes)."""
+    for i in range(out_offsets.shape[0] - 1):
         s, k = offsets[i], out_offsets[i]
         for j in range(out_offsets[i + 1] - k):
             out[k + j] = data[s + j]
-    return out

@@ -50,7 +50,7 @@ def score_rows(a: np.ndarray, wt: np.ndarray, b: np.ndarray, z: np.ndarray, sq: 
     keep = unit16 is not None
     out = unit16.view(np.uint16) if keep else np.empty((1, 1), dtype=np.uint16)
     if a.dtype == np.float16:
-        _kernels().score_rows16(a.view(np.uint16), wt, b, z, sq, keep, out)
+        _kernels().score_rows16(a.view(np.uint16), wt, b, z, sq, keep, out, np.empty(a.shape[1], dtype=np.float32))
     else:
         _kernels().score_rows32(a, wt, b, z, sq, keep, out)
 
@@ -88,7 +88,10 @@ def url_prefixes(urls):
     offsets = np.frombuffer(off_buf, dtype=np.int32, count=urls.offset + n + 1)[urls.offset:]
     data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.empty(0, dtype=np.uint8)
     out_offsets = np.empty(n + 1, dtype=np.int32)
-    out = _kernels().url_prefixes(offsets, data, out_offsets)
+    jit = _kernels()
+    jit.url_prefix_offsets(offsets, data, out_offsets)
+    out = np.empty(out_offsets[n], dtype=np.uint8)
+    jit.gather_prefixes(offsets, data, out_offsets, out)
     validity = pc.is_valid(urls).buffers()[1] if urls.null_count else None
     return pa.StringArray.from_buffers(n, pa.py_buffer(out_offsets), pa.py_buffer(out), validity,
                                        urls.null_count)

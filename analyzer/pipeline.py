@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import importlib
 import json
 import logging
 import os
@@ -57,6 +58,9 @@ def progress(total=None, desc="", unit="rows", quiet=False):
                 dynamic_ncols=True, mininterval=0.5)
 
 
+PARTS_FORMAT = 2  # 2: screen / confirm flags packed in flagsN columns (analyzer/partflags.py); a resume needs the same
+
+
 def _state(cfg: ScanConfig, reader, encoder, bank) -> dict:
     files = [{"path": str(Path(p).resolve()), "size": Path(p).stat().st_size, "mtime": Path(p).stat().st_mtime}
              for p in reader.files]
@@ -64,7 +68,7 @@ def _state(cfg: ScanConfig, reader, encoder, bank) -> dict:
         "files": files, "columns": cfg.columns.as_dict(), "encoder": encoder.name, "bank": bank.fingerprint,
         "batch_size": cfg.batch_size, "keep_embeddings": cfg.keep_embeddings,
         "embedding_modality": cfg.embedding_modality, "hash_lists": sorted(cfg.hash_lists), "seed": cfg.seed,
-        "version": __version__,
+        "version": __version__, "parts_format": PARTS_FORMAT,
     }
     return {"fingerprint": hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest(), "key": key}
 
@@ -228,8 +232,10 @@ def finalize(cfg, store: RunStore, reader, bank, encoder, model, *, hashes=None,
     """Catalog, risk, recommendations, report. Re-run in full on resume (cheap next to the parts)."""
     from .policy import remember_sha256
     from .recommend import build_recommendations
-    from .report import write_report
     from .risk import build_risk
+
+    # the report's modules import matplotlib (about 1 s of Python): in a thread, while DuckDB builds the catalog
+    report_module = _InBackground(lambda: importlib.import_module("analyzer.report"), "import-report")
 
     # Fingerprints of the inputs (a full read of every input file), computed in a background thread since the
     # parts stage started (run_scan) or from here on; the sign-off's input check reuses them (remember_sha256).
@@ -283,7 +289,7 @@ def finalize(cfg, store: RunStore, reader, bank, encoder, model, *, hashes=None,
     import yaml
 
     (store.root / "config.resolved.yaml").write_text(yaml.safe_dump(_plain(config), sort_keys=False))
-    write_report(store, policy=cfg.policy)
+    report_module.result().write_report(store, policy=cfg.policy)
     store.mark_stage("report")
     import shutil
 

@@ -56,7 +56,11 @@ def build_risk(con, store=None, *, min_items: int = MIN_GROUP_ITEMS, quiet: bool
     # item_risk (one row per scanned item) is a view: writing it as a table cost 5 s per 10M rows, and every
     # reader but a person browsing it wants its R1 / hash-matched rows, which item_risk_flagged holds
     _replace_view(con, "item_risk", load_query("item_risk"))
-    con.execute("CREATE OR REPLACE TABLE item_risk_flagged AS SELECT * FROM item_risk WHERE r1 OR hash_match")
+    # the ids that can be flagged (both concepts at screen, or hash-matched) filter the view early: without
+    # them DuckDB joins every scanned row to the hash hits before it filters (0.5-0.9 s at 10M rows)
+    con.execute("CREATE OR REPLACE TABLE item_risk_flagged AS SELECT * FROM item_risk WHERE (r1 OR hash_match) "
+                "AND item_id IN (SELECT item_id FROM scanned WHERE minor_screen AND adult_sexual_screen "
+                "UNION ALL SELECT item_id FROM hash_matches)")
     # recommendations does not exist yet: the residual queries see no removals for strategy 'none'.
     con.execute("CREATE TABLE IF NOT EXISTS recommendations (strategy VARCHAR, item_id VARCHAR, action VARCHAR, "
                 "reasons VARCHAR[])")
@@ -67,7 +71,11 @@ def build_risk(con, store=None, *, min_items: int = MIN_GROUP_ITEMS, quiet: bool
         log.info("no embeddings kept: R2 and cluster R3 are not computed")
     # one pass over the scanned items: the per-group counts every residual query starts from
     con.execute(f"CREATE OR REPLACE TABLE group_counts AS {load_query('group_counts')}")
-    con.execute(f"CREATE OR REPLACE TABLE removed_scanned AS {load_query('removed_scanned')}")
+    if con.execute("SELECT count(*) FROM recommendations").fetchone()[0]:
+        con.execute(f"CREATE OR REPLACE TABLE removed_scanned AS {load_query('removed_scanned')}")
+    else:  # nothing recommended yet (a fresh catalog): no removed rows, without a pass over every item
+        con.execute(f"CREATE OR REPLACE TABLE removed_scanned AS SELECT * FROM ({load_query('removed_scanned')}) "
+                    "LIMIT 0")
     con.execute("DROP TABLE IF EXISTS group_risk_by_strategy")
     con.execute("DROP TABLE IF EXISTS neighbourhood_risk_by_strategy")
     con.execute("DROP TABLE IF EXISTS dataset_risk_by_strategy")

@@ -147,3 +147,25 @@ def test_prevalence_figure_rows_equal_the_prevalence_query(built):
     assert [r[:3] + r[6:7] for r in mine] == [r[:3] + r[6:7] for r in query] and len(query) == 2
     for a, b in zip(mine, query):
         assert a[3:6] == pytest.approx(b[3:6], abs=1e-12) and a[7:] == pytest.approx(b[7:], abs=1e-12)
+
+
+def test_histogram_of_several_columns_in_one_pass_equals_numpy_per_column():
+    import duckdb
+    import numpy as np
+
+    from analyzer.report.figures import histogram
+
+    rng = np.random.default_rng(3)
+    a, b = rng.random(5000), rng.random(5000) ** 3
+    a[::7] = np.nan  # nulls in the catalog: left out, as the report's per-column filter left them out
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t AS SELECT unnest($a) AS a, unnest($b) AS b",
+                {"a": [None if np.isnan(x) else float(x) for x in a], "b": [float(x) for x in b]})
+    bins = np.linspace(0, 1, 41)
+    both = histogram(con, "SELECT a, b FROM t", bins, batch_rows=1000)  # several batches
+    assert both.shape == (2, 40)
+    assert np.array_equal(both[0], np.histogram(a[~np.isnan(a)], bins=bins)[0])
+    assert np.array_equal(both[1], np.histogram(b, bins=bins)[0])
+    one = histogram(con, "SELECT b FROM t WHERE b > $x", bins, params={"x": 0.5})
+    assert one.shape == (40,) and np.array_equal(one, np.histogram(b[b > 0.5], bins=bins)[0])
+    assert histogram(con, "SELECT a, b FROM t WHERE false", bins).tolist() == [[0] * 40, [0] * 40]

@@ -18,6 +18,7 @@ from analyzer.engines.ray_engine import check_options, resolve_resources
 from analyzer.errors import InputError
 from analyzer.ingest import open_input
 from analyzer.ingest.schema import ColumnSpec
+from analyzer.partflags import unpack
 
 TABLES = {  # catalog table -> ordering key
     "items": "row_idx", "item_scores": "item_id", "tags": "item_id, concept", "item_risk": "item_id",
@@ -191,7 +192,7 @@ def test_stages_in_process_skip_done_parts_and_report_errors_as_rows(tmp_path):
     assert done.column("error").null_count == 3 and done.column("part").to_pylist() == [0, 1, 2]
     assert sorted(p.name for p in store.items_dir.glob("*.parquet")) == ["part-00000.parquet", "part-00002.parquet"]
     want, _ = tag_batch(list(reader.iter_batches(150))[2], enc, model, embedding_modality="text")
-    assert pq.read_table(store.items_dir / "part-00002.parquet").equals(want)
+    assert unpack(pq.read_table(store.items_dir / "part-00002.parquet")).equals(want)
     stale = _TagActor("minilm", enc.fingerprint, "0" * 64, str(store.root), "text", True)  # another model.json
     errs = stale(pa.concat_tables(msgs)).column("error").to_pylist()
     assert errs[1] is None and all(e and e.startswith("expected") for e in (errs[0], errs[2]))

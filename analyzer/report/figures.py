@@ -60,8 +60,8 @@ def prevalence(con, out: Path, rows: list[tuple] | None = None) -> Path:
 def score_distributions(con, out: Path, operating_points: dict) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
     bins = np.linspace(0, 1, 41)
-    for ax, c in zip(axes, ("minor", "adult_sexual")):
-        counts = histogram(con, f"SELECT {c}_score FROM item_scores WHERE {c}_score IS NOT NULL", bins)
+    both = histogram(con, "SELECT minor_score, adult_sexual_score FROM item_scores", bins)  # one pass, both concepts
+    for ax, c, counts in zip(axes, ("minor", "adult_sexual"), both):
         # the counts drawn as ax.hist draws the scores themselves (same bars), without every score in Python
         ax.hist(bins[:-1], bins=bins, weights=counts, color="#5b7fa6", log=True)
         for point, style in (("screen", "--"), ("confirm", "-")):
@@ -76,17 +76,20 @@ def score_distributions(con, out: Path, operating_points: dict) -> Path:
 
 
 def histogram(con, sql: str, bins: np.ndarray, params: list | None = None, batch_rows: int = 1 << 20) -> np.ndarray:
-    """``np.histogram`` counts of the one numeric column ``sql`` (with DuckDB ``params``) returns, streamed in
-    Arrow record batches (memory bounded by the batch, not the number of rows)."""
-    counts = np.zeros(len(bins) - 1, dtype=np.int64)
+    """``np.histogram`` counts of the numeric column ``sql`` (with DuckDB ``params``) returns, streamed in Arrow
+    record batches (memory bounded by the batch, not the number of rows); nulls are left out. A query of several
+    columns gives one row of counts per column (one pass over the rows for all of them)."""
     cur = con.cursor()  # its own result: the caller may hold a partly fetched one on ``con``
     try:
-        for batch in cur.sql(sql, params=params).to_arrow_reader(batch_rows):
-            vals = batch.column(0).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
-            counts += np.histogram(vals, bins=bins)[0]
+        rel = cur.sql(sql, params=params)
+        counts = np.zeros((len(rel.columns), len(bins) - 1), dtype=np.int64)
+        for batch in rel.to_arrow_reader(batch_rows):
+            for k, col in enumerate(batch.columns):
+                vals = col.drop_null().to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+                counts[k] += np.histogram(vals, bins=bins)[0]
     finally:
         cur.close()
-    return counts
+    return counts[0] if len(counts) == 1 else counts
 
 
 def sources(con, out: Path, top: int = 15) -> Path:
