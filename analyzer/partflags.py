@@ -45,10 +45,12 @@ def pack(table: pa.Table) -> pa.Table:
             for j, point in enumerate(POINTS):
                 col = table.column(f"{c}_{point}")
                 shift = 4 * k + 2 * j
-                valid = np.ones(n, dtype=np.int64) if col.null_count == 0 else \
-                    np.asarray(col.is_valid().to_numpy(zero_copy_only=False), dtype=np.int64)
                 value = np.asarray(pc.fill_null(col, False).to_numpy(zero_copy_only=False), dtype=np.int64)
-                bits |= (valid << shift) | (value << (shift + 1))
+                if col.null_count == 0:
+                    bits |= (value << (shift + 1)) | (1 << shift)
+                else:
+                    valid = np.asarray(col.is_valid().to_numpy(zero_copy_only=False), dtype=np.int64)
+                    bits |= (valid << shift) | (value << (shift + 1))
         packed.append(pa.array(bits))
     out = table.drop_columns([f"{c}_{p}" for c in concepts for p in POINTS])
     for g, arr in enumerate(packed):

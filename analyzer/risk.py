@@ -2,7 +2,8 @@
 
 Every table is built by a query in ``queries/`` so that analysts can read and re-run the exact SQL:
 
-- ``item_risk``            queries/item_risk.sql: R1 (both concepts at screen, or a known-hash match)
+- ``item_risk``            queries/item_risk_flagged.sql (table item_risk_flagged) + queries/item_risk.sql (the view
+                           over every item): R1 (both concepts at screen, or a known-hash match)
 - ``clusters``, ``flagged_neighbours``   analyzer/index.py (k-means and bounded neighbour search, joined by item_id)
 - ``group_counts``         queries/group_counts.sql: items and flags per source, shard and cluster of the scanned
                            dataset, computed once; the residual queries subtract the removed items from it
@@ -53,14 +54,11 @@ def build_risk(con, store=None, *, min_items: int = MIN_GROUP_ITEMS, quiet: bool
     settings = {"min_items": int(min_items), "k": int(k), "bridge_share": float(bridge_share), "point": POINT}
     con.execute("DELETE FROM runs WHERE key = 'risk_settings'")
     con.execute("INSERT INTO runs VALUES ('risk_settings', ?)", [json.dumps(settings)])
-    # item_risk (one row per scanned item) is a view: writing it as a table cost 5 s per 10M rows, and every
-    # reader but a person browsing it wants its R1 / hash-matched rows, which item_risk_flagged holds
+    # item_risk_flagged: the R1 / hash-matched items (the rule: queries/item_risk_flagged.sql), which every later
+    # reader wants; item_risk (one row per item) is a view that adds the other scanned items to it (writing it as a
+    # table cost 5 s per 10M rows; deriving the flagged rows from the full view, 1.3 s instead of 0.4 s)
+    con.execute(f"CREATE OR REPLACE TABLE item_risk_flagged AS {load_query('item_risk_flagged')}")
     _replace_view(con, "item_risk", load_query("item_risk"))
-    # the ids that can be flagged (both concepts at screen, or hash-matched) filter the view early: without
-    # them DuckDB joins every scanned row to the hash hits before it filters (0.5-0.9 s at 10M rows)
-    con.execute("CREATE OR REPLACE TABLE item_risk_flagged AS SELECT * FROM item_risk WHERE (r1 OR hash_match) "
-                "AND item_id IN (SELECT item_id FROM scanned WHERE minor_screen AND adult_sexual_screen "
-                "UNION ALL SELECT item_id FROM hash_matches)")
     # recommendations does not exist yet: the residual queries see no removals for strategy 'none'.
     con.execute("CREATE TABLE IF NOT EXISTS recommendations (strategy VARCHAR, item_id VARCHAR, action VARCHAR, "
                 "reasons VARCHAR[])")

@@ -26,7 +26,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import partflags
+from . import partflags, partstats
 from .errors import InputError, RunIncompleteError
 
 CONCEPT_ID_RE = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
@@ -148,6 +148,7 @@ class RunStore:
         # texts and float scores costs time and falls back anyway. Snappy, and no min/max statistics for URLs and
         # captions (nothing filters on their ranges): 20 ms a 32,768-row part instead of 37 ms with zstd and every
         # statistic, for parts 1.4x larger; the catalog's views read these parts on every query.
+        stats = partstats.part_stats(items)  # the report's counts of this part, kept in its marker
         # the screen / confirm booleans as bits of integer columns: 1 ms a part instead of 5 (analyzer/partflags.py)
         items = partflags.pack(items)
         _atomic_parquet(items, self.items_dir / name, use_dictionary=[c for c in DICT_COLUMNS if c in items.column_names],
@@ -157,7 +158,16 @@ class RunStore:
             # float16 vectors do not compress (zstd saves ~2%) and never repeat: plain pages, no statistics
             _atomic_parquet(_embedding_part(embeddings), self.emb_dir / name, use_dictionary=False,
                             write_statistics=False, compression={"item_id": "zstd", "embedding": "none"})
-        _atomic_write(self.markers / f"part-{i:05d}.done", json.dumps({"rows": items.num_rows}))
+        _atomic_write(self.markers / f"part-{i:05d}.done", json.dumps({"rows": items.num_rows, "stats": stats}))
+
+    def marked_parts(self) -> list[Path]:
+        """The items parts with a completion marker, in part order (the parts the catalog reads)."""
+        return sorted((p for p in self.items_dir.glob("part-*.parquet")
+                       if (self.markers / f"{p.name.split('.')[0]}.done").exists()), key=_part_number)
+
+    def run_stats(self, con) -> dict | None:
+        """The marked parts' counts summed (analyzer/partstats.py), or None where they are not the catalog's."""
+        return partstats.run_stats([self.markers / f"{p.name.split('.')[0]}.done" for p in self.marked_parts()], con)
 
     def drop_unmarked_parts(self) -> None:
         """Remove part files whose marker is missing (left by a killed scan)."""
@@ -194,8 +204,7 @@ class RunStore:
         """The catalog over the marked parts: views over the parquet parts plus small tables (rebuilt from scratch,
         so re-running is idempotent)."""
         cols = concept_columns(concept_ids)
-        parts = sorted((p for p in self.items_dir.glob("part-*.parquet")
-                        if (self.markers / f"{p.name.split('.')[0]}.done").exists()), key=_part_number)
+        parts = self.marked_parts()
         if not parts:
             raise InputError("expected at least one scanned row, got none; the input has no rows")
         tmp = self.db_path.with_suffix(".duckdb.tmp")

@@ -1,50 +1,17 @@
--- R1 per item: both primary concepts at the screen point, or a known-hash match (also for items that
--- failed to scan, e.g. an image that could not be decoded). Defines the view item_risk: one row per
--- scanned item and per hash-matched item (its R1 and hash-matched rows are kept as the table
--- item_risk_flagged, which the other queries read).
--- A scanned row is its id's first occurrence (later duplicates are error rows), so its own source and
--- scores are the item's; only hash-matched items that did not scan are looked up in items (first
--- occurrence of the id) and item_scores. Parameters: none.
-WITH hash_hits AS (
-    SELECT item_id, list(DISTINCT list_name ORDER BY list_name) AS hash_lists
-    FROM hash_matches
-    GROUP BY item_id
-),
-scanned_flags AS (
-    SELECT item_id,
-           source,
-           minor_score,
-           adult_sexual_score,
-           coalesce(minor_screen AND adult_sexual_screen, false) AS both_concepts
-    FROM scanned
-),
-unscanned_hits AS (
-    SELECT h.item_id FROM hash_hits AS h ANTI JOIN scanned AS s USING (item_id)
-),
-unscanned_flags AS (
-    SELECT u.item_id,
-           i.source,
-           s.minor_score,
-           s.adult_sexual_score,
-           coalesce(s.minor_screen AND s.adult_sexual_screen, false) AS both_concepts
-    FROM unscanned_hits AS u
-    JOIN (SELECT DISTINCT ON (item_id) item_id, source FROM items
-          WHERE item_id IN (SELECT item_id FROM unscanned_hits) ORDER BY item_id, row_idx) AS i USING (item_id)
-    LEFT JOIN item_scores AS s USING (item_id)
-),
-flags AS (
-    SELECT f.*, h.item_id IS NOT NULL AS hash_match, h.hash_lists
-    FROM (SELECT * FROM scanned_flags UNION ALL SELECT * FROM unscanned_flags) AS f
-    LEFT JOIN hash_hits AS h USING (item_id)
-)
-SELECT item_id,
-       source,
-       minor_score,
-       adult_sexual_score,
-       both_concepts,
-       hash_match,
-       hash_lists,
-       both_concepts OR hash_match AS r1,
-       list_filter([CASE WHEN both_concepts THEN 'R1' END, CASE WHEN hash_match THEN 'HASH' END],
-                   lambda x: x IS NOT NULL) AS reasons
-FROM flags
+-- R1 per item, every item: defines the view item_risk, one row per scanned item and per hash-matched item.
+-- Its R1 and hash-matched rows are the table item_risk_flagged (queries/item_risk_flagged.sql, which holds
+-- the rule); every other scanned item is neither: both_concepts, hash_match and r1 false, no hash lists, no
+-- reasons. Parameters: none.
+SELECT * FROM item_risk_flagged
+UNION ALL
+SELECT s.item_id,
+       s.source,
+       s.minor_score,
+       s.adult_sexual_score,
+       false AS both_concepts,
+       false AS hash_match,
+       CAST(NULL AS VARCHAR[]) AS hash_lists,
+       false AS r1,
+       CAST([] AS VARCHAR[]) AS reasons
+FROM scanned AS s
+ANTI JOIN item_risk_flagged AS f USING (item_id)

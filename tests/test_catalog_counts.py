@@ -169,3 +169,21 @@ def test_histogram_of_several_columns_in_one_pass_equals_numpy_per_column():
     one = histogram(con, "SELECT b FROM t WHERE b > $x", bins, params={"x": 0.5})
     assert one.shape == (40,) and np.array_equal(one, np.histogram(b[b > 0.5], bins=bins)[0])
     assert histogram(con, "SELECT a, b FROM t WHERE false", bins).tolist() == [[0] * 40, [0] * 40]
+
+
+def test_item_risk_view_applies_the_r1_rule_to_every_scanned_item(built):
+    """item_risk = the flagged table + every other scanned item: the same rows as the rule applied row by row."""
+    con = built.cursor()
+    want = con.execute(
+        "SELECT item_id, source, minor_score, adult_sexual_score, coalesce(minor_screen AND adult_sexual_screen, false) "
+        "AS b, item_id IN (SELECT item_id FROM hash_matches) AS h FROM scanned").fetchall()
+    got = con.execute("SELECT item_id, source, minor_score, adult_sexual_score, both_concepts, hash_match, r1, "
+                      "reasons, hash_lists FROM item_risk").fetchall()
+    assert len(got) == len(want) > 100 and any(r[4] for r in want) and not all(r[4] for r in want)
+    rule = {r[0]: r for r in want}
+    for item_id, source, m, a, both, hashed, r1, reasons, lists in got:
+        _, src, m0, a0, b0, h0 = rule[item_id]
+        assert (source, m, a, both, hashed, r1) == (src, m0, a0, b0, h0, b0 or h0)
+        assert reasons == (["R1"] if b0 else []) + (["HASH"] if h0 else []) and (lists is None) == (not h0)
+    flagged = {r[0] for r in con.execute("SELECT item_id FROM item_risk_flagged").fetchall()}
+    assert flagged == {k for k, r in rule.items() if r[4] or r[5]}

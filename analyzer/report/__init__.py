@@ -21,13 +21,15 @@ def write_report(store: RunStore, *, policy: str | None = None) -> dict:
     model = json.loads((store.root / "model.json").read_text())
     con = store.connect()
     try:
-        summary = build_summary(con)
+        stats = store.run_stats(con)  # the parts' own counts: no pass over every item (None: counted here)
+        summary = build_summary(con, stats=stats)
         summary["calibration_note"] = model.get("calibration_note", "")
         if not summary["calibrated"]:
             summary["calibration_warning"] = UNCALIBRATED
         figdir = store.root / "figures"
         figs = [figures.prevalence(con, figdir, figures.prevalence_rows(summary)),
-                figures.score_distributions(con, figdir, model.get("operating_points", {})),
+                figures.score_distributions(con, figdir, model.get("operating_points", {}),
+                                            hist=stats["hist"] if stats else None),
                 figures.sources(con, figdir)]
         extra = _extra_sections(con, store, summary, policy)
         figs += extra.pop("figures", [])

@@ -57,10 +57,16 @@ def prevalence(con, out: Path, rows: list[tuple] | None = None) -> Path:
     return _save(fig, out / "prevalence.png")
 
 
-def score_distributions(con, out: Path, operating_points: dict) -> Path:
+def score_distributions(con, out: Path, operating_points: dict, hist: dict | None = None) -> Path:
+    """``hist``: the counts per concept over analyzer.partstats' bins (the parts' own); else one pass here."""
+    from ..partstats import hist_edges
+
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
-    bins = np.linspace(0, 1, 41)
-    both = histogram(con, "SELECT minor_score, adult_sexual_score FROM item_scores", bins)  # one pass, both concepts
+    bins = hist_edges()
+    if hist is not None and all(c in hist for c in ("minor", "adult_sexual")):
+        both = [np.asarray(hist[c], dtype=np.int64) for c in ("minor", "adult_sexual")]
+    else:  # one pass over the scores, both concepts
+        both = histogram(con, "SELECT minor_score, adult_sexual_score FROM item_scores", bins)
     for ax, c, counts in zip(axes, ("minor", "adult_sexual"), both):
         # the counts drawn as ax.hist draws the scores themselves (same bars), without every score in Python
         ax.hist(bins[:-1], bins=bins, weights=counts, color="#5b7fa6", log=True)

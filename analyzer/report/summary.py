@@ -4,12 +4,19 @@ from __future__ import annotations
 import json
 
 
-def build_summary(con, *, top_sources: int = 20) -> dict:
+def build_summary(con, *, top_sources: int = 20, stats: dict | None = None) -> dict:
+    """``stats``: the parts' counts summed (RunStore.run_stats), which give the item and concept counts without a
+    pass over every item; None: they are counted in the catalog."""
     kv = dict(con.execute("SELECT key, value FROM runs").fetchall())
-    total, failed = con.execute(
-        "SELECT count(*), count(*) FILTER (WHERE status <> 'ok') FROM items").fetchall()[0]
+    if stats is not None:
+        total, failed = stats["rows"], stats["rows"] - stats["ok"]
+        counts = [(c, *v) for c, v in sorted(stats["concepts"].items()) if v[2] > 0]
+    else:
+        total, failed = con.execute(
+            "SELECT count(*), count(*) FILTER (WHERE status <> 'ok') FROM items").fetchall()[0]
+        counts = _concept_counts(con)
     concepts = {}
-    for concept, screen, confirm, scanned in _concept_counts(con):
+    for concept, screen, confirm, scanned in counts:
         concepts[concept] = {"screen": screen, "confirm": confirm,
                              "screen_rate": screen / scanned if scanned else 0.0,
                              "confirm_rate": confirm / scanned if scanned else 0.0}
