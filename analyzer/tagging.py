@@ -332,7 +332,7 @@ def _score_columns(cols: dict, scores: dict, model, ok: np.ndarray) -> None:
     n = len(ok)
     mask = None if ok.all() else ~ok
     for c in model.concept_ids:
-        p = scores.get(c, np.full(n, np.nan))
+        p = scores[c] if c in scores else np.full(n, np.nan)
         op = model.operating_points[c]
         cols[f"{c}_score"] = pa.array(p.astype(np.float32), mask=mask)
         cols[f"{c}_screen"] = pa.array(p >= op["screen"]["threshold"], mask=mask)
