@@ -97,6 +97,12 @@ def url_prefixes(urls):
                                        urls.null_count)
 
 
+def screen_ids(offsets: np.ndarray, data: np.ndarray, words: np.ndarray, shift: int, out: np.ndarray) -> None:
+    """Set one bit of ``words`` (uint64) per string (Arrow int32 ``offsets`` and uint8 ``data``), chosen by the top
+    ``64 - shift`` bits of a 64-bit hash of its bytes; ``out[i]``: the bit was set already (analyzer/idscreen.py)."""
+    _kernels().screen_ids(offsets, data, words, shift, out)
+
+
 def warm() -> float:
     """Load (or compile) the kernels for the array types a scan passes: float16 bits and float32 rows, writable
     or read-only (vectors straight from Arrow). Seconds taken: about 0.5 s per process from numba's cache, several
@@ -115,4 +121,7 @@ def warm() -> float:
     import pyarrow as pa
 
     url_prefixes(pa.array(["https://a.example/b", None]))
+    from .idscreen import IdScreen
+
+    IdScreen(bits_log2=8).observe(0, pa.array(["a", "b"]))
     return time.perf_counter() - t0

@@ -169,6 +169,9 @@ def run_scan(cfg: ScanConfig) -> Path:
     try:
         if cfg.engine == "ray":
             from .engines.ray_engine import run_parts_ray
+            from .idscreen import clear
+
+            clear(store.root / "parts")  # the parts it writes are not screened: the catalog groups every id
 
             counts = run_parts_ray(cfg, reader, encoder, model, store)
             if hashes is not None:  # hash matching is I/O + CPU on the driver, the same parts as local

@@ -26,7 +26,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import partflags, partstats
+from . import idscreen, partflags, partstats
 from .errors import InputError, RunIncompleteError
 
 CONCEPT_ID_RE = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
@@ -221,26 +221,39 @@ class RunStore:
             packed = _packed_flags(parts[0], concept_ids)
             select = f"SELECT {', '.join(ITEM_COLUMNS)}, {', '.join(partflags.sql_columns(concept_ids, packed))}"
             # Duplicate ids: the first occurrence is scanned, later ones become per-item error rows; an id's
-            # scores are those of its first occurrence that scanned ok. A hash aggregate over 64-bit hashes of the
-            # ids finds the candidates (2x faster than grouping the strings; a collision only adds a candidate),
-            # the ids themselves confirm them, and the rows of such ids (usually none) go to a small table that
-            # the view joins.
-            con.execute(f"CREATE TEMP TABLE dup_hashes AS SELECT hash(item_id) AS h FROM {parquet} "
-                        "GROUP BY h HAVING count(*) > 1")
-            if con.execute("SELECT count(*) FROM dup_hashes").fetchone()[0] == 0:
+            # scores are those of its first occurrence that scanned ok. The suspects: the candidates of the parts
+            # stage's id screen when it saw every part (analyzer/idscreen.py: a few, or none), else the ids
+            # whose 64-bit hash occurs more than once (a hash aggregate, 2x faster than grouping the strings; a
+            # collision only adds a suspect). The ids themselves confirm them, and the rows of duplicated ids
+            # (usually none) go to a small table that the view joins.
+            screened = idscreen.load(self.root / "parts", len(parts))
+            if screened is None:
+                con.execute(f"CREATE TEMP TABLE dup_hashes AS SELECT hash(item_id) AS h FROM {parquet} "
+                            "GROUP BY h HAVING count(*) > 1")
+                suspects = "hash(item_id) IN (SELECT h FROM dup_hashes)"
+            else:
+                source = (f"read_parquet({_sql_string(str(screened.resolve()))})" if screened
+                          else "(SELECT NULL::VARCHAR AS item_id WHERE false)")
+                con.execute(f"CREATE TEMP TABLE dup_hashes AS SELECT DISTINCT item_id FROM {source}")
+                suspects = "item_id IN (SELECT item_id FROM dup_hashes)"
+            if con.execute("SELECT count(*) FROM dup_hashes").fetchone()[0]:
+                con.execute(f"CREATE TEMP TABLE dup_ids AS SELECT item_id FROM {parquet} WHERE {suspects} "
+                            "GROUP BY item_id HAVING count(*) > 1")
+            else:
+                con.execute("CREATE TEMP TABLE dup_ids (item_id VARCHAR)")
+            if con.execute("SELECT count(*) FROM dup_ids").fetchone()[0] == 0:
                 con.execute("CREATE TABLE duplicate_rows (row_idx BIGINT, later BOOLEAN, scored BOOLEAN)")
             else:
                 con.execute(f"""
                     CREATE TABLE duplicate_rows AS
-                    WITH d AS (SELECT item_id FROM {parquet} WHERE hash(item_id) IN (SELECT h FROM dup_hashes)
-                               GROUP BY item_id HAVING count(*) > 1),
-                    r AS (SELECT p.row_idx, p.item_id, p.status,
-                                 row_number() OVER (PARTITION BY p.item_id ORDER BY p.row_idx) AS k
-                          FROM {parquet} p SEMI JOIN d USING (item_id)),
+                    WITH r AS (SELECT p.row_idx, p.item_id, p.status,
+                                      row_number() OVER (PARTITION BY p.item_id ORDER BY p.row_idx) AS k
+                               FROM {parquet} p SEMI JOIN dup_ids USING (item_id)),
                     f AS (SELECT item_id, min(row_idx) AS first_ok FROM r WHERE status = 'ok' GROUP BY item_id)
                     SELECT r.row_idx, r.k > 1 AS later, coalesce(r.row_idx = f.first_ok, false) AS scored
                     FROM r LEFT JOIN f USING (item_id)
                 """)
+            con.execute("DROP TABLE dup_ids")
             con.execute("DROP TABLE dup_hashes")
             if con.execute("SELECT count(*) FROM duplicate_rows").fetchone()[0] == 0:
                 con.execute(f"CREATE VIEW item_rows AS {select}, coalesce(status = 'ok', false) AS scored FROM {parquet}")

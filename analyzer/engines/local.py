@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 def run_parts_local(cfg, reader, encoder, model, store, hashes=None) -> int:
+    from ..idscreen import IdScreen, clear
     from ..pipeline import PREFETCH_BATCHES, progress
     from ..tagging import tag_batch
 
@@ -16,6 +17,8 @@ def run_parts_local(cfg, reader, encoder, model, store, hashes=None) -> int:
     bar = progress(total, "embed+tag", quiet=cfg.quiet)
     rows = 0
     matches_dir = store.root / "parts" / "hash_matches"
+    screen, n_batches = IdScreen(), 0  # duplicate-id candidates for the catalog (analyzer/idscreen.py)
+    clear(store.root / "parts")
     # Three overlapping steps (Arrow, numpy and torch release the GIL): a thread reads and standardises the next
     # batch, this thread tags the current one, a thread writes the previous parts. Queues of PREFETCH_BATCHES
     # keep memory bounded; a part's marker is still written after its files, so a kill loses no finished part.
@@ -23,6 +26,8 @@ def run_parts_local(cfg, reader, encoder, model, store, hashes=None) -> int:
             _PartWriter(store, PREFETCH_BATCHES) as writer:
         for i, batch in enumerate(batches):
             rows += batch.num_rows
+            n_batches = i + 1
+            screen.observe(i, batch.column(batch.schema.get_field_index("item_id")))  # done parts too: every id
             if store.part_done(i):
                 bar.update(batch.num_rows)
                 continue
@@ -33,6 +38,7 @@ def run_parts_local(cfg, reader, encoder, model, store, hashes=None) -> int:
             writer.put(i, items, emb)
             bar.update(batch.num_rows)
     bar.close()
+    screen.save(store.root / "parts", n_batches)
     return rows
 
 
