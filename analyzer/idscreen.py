@@ -46,12 +46,7 @@ class IdScreen:
         if isinstance(ids, pa.ChunkedArray):
             ids = ids.combine_chunks()
         ids = ids.cast(pa.string())
-        n = len(ids)
-        offsets = np.frombuffer(ids.buffers()[1], dtype=np.int32, count=ids.offset + n + 1)[ids.offset:]
-        data = ids.buffers()[2]
-        data = np.frombuffer(data, dtype=np.uint8) if data is not None else np.empty(0, dtype=np.uint8)
-        seen = np.empty(n, dtype=np.bool_)
-        screen_ids(offsets, data, self.words, 64 - self.bits_log2, seen)
+        seen = screen_ids(ids, self.words, 64 - self.bits_log2)
         if seen.any():
             found = ids.filter(pa.array(seen))
             self.n_candidates += len(found)

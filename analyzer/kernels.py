@@ -76,6 +76,15 @@ def finite_rows16(mat: np.ndarray) -> np.ndarray:
     return out
 
 
+def _string_buffers(arr) -> tuple[np.ndarray, np.ndarray]:
+    """The int32 offsets (len + 1, from the array's own offset) and the bytes of a pyarrow string array."""
+    n = len(arr)
+    _, off_buf, data_buf = arr.buffers()
+    offsets = np.frombuffer(off_buf, dtype=np.int32, count=arr.offset + n + 1)[arr.offset:]
+    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.empty(0, dtype=np.uint8)
+    return offsets, data
+
+
 def url_prefixes(urls):
     """Each string of a pyarrow string array up to (not including) its third "/", or whole when it has fewer;
     null stays null. Equal to ``binary_join(list_slice(split_pattern(urls, "/", max_splits=3), 0, 3), "/")``
@@ -84,9 +93,7 @@ def url_prefixes(urls):
     import pyarrow.compute as pc
 
     n = len(urls)
-    _, off_buf, data_buf = urls.buffers()
-    offsets = np.frombuffer(off_buf, dtype=np.int32, count=urls.offset + n + 1)[urls.offset:]
-    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.empty(0, dtype=np.uint8)
+    offsets, data = _string_buffers(urls)
     out_offsets = np.empty(n + 1, dtype=np.int32)
     jit = _kernels()
     jit.url_prefix_offsets(offsets, data, out_offsets)
@@ -97,10 +104,14 @@ def url_prefixes(urls):
                                        urls.null_count)
 
 
-def screen_ids(offsets: np.ndarray, data: np.ndarray, words: np.ndarray, shift: int, out: np.ndarray) -> None:
-    """Set one bit of ``words`` (uint64) per string (Arrow int32 ``offsets`` and uint8 ``data``), chosen by the top
-    ``64 - shift`` bits of a 64-bit hash of its bytes; ``out[i]``: the bit was set already (analyzer/idscreen.py)."""
-    _kernels().screen_ids(offsets, data, words, shift, out)
+def screen_ids(ids, words: np.ndarray, shift: int) -> np.ndarray:
+    """For each string of a pyarrow string array, set one bit of ``words`` (uint64), chosen by the top
+    ``64 - shift`` bits of a 64-bit hash of its bytes; returns whether each bit was set already
+    (analyzer/idscreen.py)."""
+    offsets, data = _string_buffers(ids)
+    seen = np.empty(len(ids), dtype=np.bool_)
+    _kernels().screen_ids(offsets, data, words, shift, seen)
+    return seen
 
 
 def warm() -> float:
@@ -121,7 +132,5 @@ def warm() -> float:
     import pyarrow as pa
 
     url_prefixes(pa.array(["https://a.example/b", None]))
-    from .idscreen import IdScreen
-
-    IdScreen(bits_log2=8).observe(0, pa.array(["a", "b"]))
+    screen_ids(pa.array(["a", "b"]), np.zeros(4, dtype=np.uint64), 64 - 8)
     return time.perf_counter() - t0

@@ -24,7 +24,9 @@ POINTS = ("screen", "confirm")
 META_KEY = b"analyzer.flag_concepts"
 
 
-def _concepts(table: pa.Table) -> list[str]:
+def flag_concepts(table: pa.Table) -> list[str]:
+    """The concepts of an unpacked items table, in its column order: ``<c>_score`` with boolean ``<c>_screen``
+    and ``<c>_confirm`` columns."""
     names = set(table.column_names)
     return [n[:-len("_score")] for n in table.column_names
             if n.endswith("_score") and all(f"{n[:-6]}_{p}" in names for p in POINTS)
@@ -34,7 +36,7 @@ def _concepts(table: pa.Table) -> list[str]:
 def pack(table: pa.Table) -> pa.Table:
     """``table`` with its boolean ``<concept>_screen`` / ``_confirm`` columns packed into ``flags0``, ``flags1``,
     ... (unchanged when it has none)."""
-    concepts = _concepts(table)
+    concepts = flag_concepts(table)
     if not concepts:
         return table
     n = table.num_rows
@@ -46,11 +48,9 @@ def pack(table: pa.Table) -> pa.Table:
                 col = table.column(f"{c}_{point}")
                 shift = 4 * k + 2 * j
                 value = np.asarray(pc.fill_null(col, False).to_numpy(zero_copy_only=False), dtype=np.int64)
-                if col.null_count == 0:
-                    bits |= (value << (shift + 1)) | (1 << shift)
-                else:
-                    valid = np.asarray(col.is_valid().to_numpy(zero_copy_only=False), dtype=np.int64)
-                    bits |= (valid << shift) | (value << (shift + 1))
+                valid = 1 if col.null_count == 0 else \
+                    np.asarray(col.is_valid().to_numpy(zero_copy_only=False), dtype=np.int64)
+                bits |= (valid << shift) | (value << (shift + 1))
         packed.append(pa.array(bits))
     out = table.drop_columns([f"{c}_{p}" for c in concepts for p in POINTS])
     for g, arr in enumerate(packed):

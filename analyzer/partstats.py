@@ -17,6 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .partflags import flag_concepts
+
 HIST_BINS = 40  # equal bins over [0, 1]: the report's score distributions
 HIST_CONCEPTS = ("minor", "adult_sexual")
 
@@ -41,13 +43,9 @@ def part_stats(items: pa.Table) -> dict:
     status = items.column("status")
     all_ok = status.null_count == 0 and pc.all(pc.equal(status, "ok")).as_py() is not False
     ok = np.ones(items.num_rows, dtype=bool) if all_ok else _bools(pc.equal(status, "ok"))
-    names = set(items.column_names)
     concepts, hist = {}, {}
-    for name in items.column_names:
-        c = name[:-len("_score")]
-        if not name.endswith("_score") or f"{c}_screen" not in names or f"{c}_confirm" not in names:
-            continue
-        score = items.column(name)
+    for c in flag_concepts(items):
+        score = items.column(f"{c}_score")
         if all_ok and score.null_count == 0:  # every row scanned and scored (the usual part): Arrow's own sums
             scored = None
             concepts[c] = [_trues(items.column(f"{c}_screen")), _trues(items.column(f"{c}_confirm")), len(score)]

@@ -29,13 +29,12 @@ def build_recommendations(con, store, *, bank_version: str, encoder_name: str,
                           recommended: str = RECOMMENDED, policy: str | dict | None = None,
                           min_minor: int = MIN_MINOR) -> str:
     """Build recommendations, residual risk per strategy, strategies and the manifest; returns the recommended name."""
-    from .risk import residual_risk
+    from .risk import build_removed_scanned, residual_risk
     from .policy import choose_strategy, load_policy
 
     con.execute(f"CREATE OR REPLACE TABLE recommendations AS {load_query('strategy_removals')}",
                 {"min_minor": int(min_minor)})
-    # the scanned rows of the recommended items, read by every residual query below instead of all items
-    con.execute(f"CREATE OR REPLACE TABLE removed_scanned AS {load_query('removed_scanned')}")
+    build_removed_scanned(con)  # the scanned rows of the recommended items, read by every residual query below
     for name in STRATEGY_DOC:
         residual_risk(con, name)
     con.execute("""

@@ -69,11 +69,7 @@ def build_risk(con, store=None, *, min_items: int = MIN_GROUP_ITEMS, quiet: bool
         log.info("no embeddings kept: R2 and cluster R3 are not computed")
     # one pass over the scanned items: the per-group counts every residual query starts from
     con.execute(f"CREATE OR REPLACE TABLE group_counts AS {load_query('group_counts')}")
-    if con.execute("SELECT count(*) FROM recommendations").fetchone()[0]:
-        con.execute(f"CREATE OR REPLACE TABLE removed_scanned AS {load_query('removed_scanned')}")
-    else:  # nothing recommended yet (a fresh catalog): no removed rows, without a pass over every item
-        con.execute(f"CREATE OR REPLACE TABLE removed_scanned AS SELECT * FROM ({load_query('removed_scanned')}) "
-                    "LIMIT 0")
+    build_removed_scanned(con)
     con.execute("DROP TABLE IF EXISTS group_risk_by_strategy")
     con.execute("DROP TABLE IF EXISTS neighbourhood_risk_by_strategy")
     con.execute("DROP TABLE IF EXISTS dataset_risk_by_strategy")
@@ -86,6 +82,16 @@ def build_risk(con, store=None, *, min_items: int = MIN_GROUP_ITEMS, quiet: bool
                 "WHERE strategy = 'none'")
     info["settings"] = settings
     return info
+
+
+def build_removed_scanned(con) -> None:
+    """The table removed_scanned (queries/removed_scanned.sql): the scanned rows of the items some strategy
+    removes, which every residual query reads instead of all items. Rebuilt whenever recommendations is."""
+    if con.execute("SELECT count(*) FROM recommendations").fetchone()[0]:
+        con.execute(f"CREATE OR REPLACE TABLE removed_scanned AS {load_query('removed_scanned')}")
+    else:  # nothing recommended (a fresh catalog): no removed rows, without a pass over every item
+        con.execute(f"CREATE OR REPLACE TABLE removed_scanned AS SELECT * FROM ({load_query('removed_scanned')}) "
+                    "LIMIT 0")
 
 
 def _replace_view(con, name: str, sql: str) -> None:

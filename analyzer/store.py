@@ -160,22 +160,24 @@ class RunStore:
                             write_statistics=False, compression={"item_id": "zstd", "embedding": "none"})
         _atomic_write(self.markers / f"part-{i:05d}.done", json.dumps({"rows": items.num_rows, "stats": stats}))
 
+    def marker(self, part: Path) -> Path:
+        """The completion marker of a part file (``part-00012.parquet`` -> ``_markers/part-00012.done``)."""
+        return self.markers / f"{part.name.split('.')[0]}.done"
+
     def marked_parts(self) -> list[Path]:
         """The items parts with a completion marker, in part order (the parts the catalog reads)."""
-        return sorted((p for p in self.items_dir.glob("part-*.parquet")
-                       if (self.markers / f"{p.name.split('.')[0]}.done").exists()), key=_part_number)
+        return sorted((p for p in self.items_dir.glob("part-*.parquet") if self.marker(p).exists()), key=_part_number)
 
     def run_stats(self, con) -> dict | None:
         """The marked parts' counts summed (analyzer/partstats.py), or None where they are not the catalog's."""
-        return partstats.run_stats([self.markers / f"{p.name.split('.')[0]}.done" for p in self.marked_parts()], con)
+        return partstats.run_stats([self.marker(p) for p in self.marked_parts()], con)
 
     def drop_unmarked_parts(self) -> None:
         """Remove part files whose marker is missing (left by a killed scan)."""
         for d in (self.items_dir, self.emb_dir):
             if d.exists():
                 for p in d.glob("part-*.parquet*"):
-                    stem = p.name.split(".")[0]
-                    if p.name.endswith(".tmp") or not (self.markers / f"{stem}.done").exists():
+                    if p.name.endswith(".tmp") or not self.marker(p).exists():
                         p.unlink()
 
     def stage_done(self, stage: str) -> bool:
@@ -221,27 +223,9 @@ class RunStore:
             packed = _packed_flags(parts[0], concept_ids)
             select = f"SELECT {', '.join(ITEM_COLUMNS)}, {', '.join(partflags.sql_columns(concept_ids, packed))}"
             # Duplicate ids: the first occurrence is scanned, later ones become per-item error rows; an id's
-            # scores are those of its first occurrence that scanned ok. The suspects: the candidates of the parts
-            # stage's id screen when it saw every part (analyzer/idscreen.py: a few, or none), else the ids
-            # whose 64-bit hash occurs more than once (a hash aggregate, 2x faster than grouping the strings; a
-            # collision only adds a suspect). The ids themselves confirm them, and the rows of duplicated ids
-            # (usually none) go to a small table that the view joins.
-            screened = idscreen.load(self.root / "parts", len(parts))
-            if screened is None:
-                con.execute(f"CREATE TEMP TABLE dup_hashes AS SELECT hash(item_id) AS h FROM {parquet} "
-                            "GROUP BY h HAVING count(*) > 1")
-                suspects = "hash(item_id) IN (SELECT h FROM dup_hashes)"
-            else:
-                source = (f"read_parquet({_sql_string(str(screened.resolve()))})" if screened
-                          else "(SELECT NULL::VARCHAR AS item_id WHERE false)")
-                con.execute(f"CREATE TEMP TABLE dup_hashes AS SELECT DISTINCT item_id FROM {source}")
-                suspects = "item_id IN (SELECT item_id FROM dup_hashes)"
-            if con.execute("SELECT count(*) FROM dup_hashes").fetchone()[0]:
-                con.execute(f"CREATE TEMP TABLE dup_ids AS SELECT item_id FROM {parquet} WHERE {suspects} "
-                            "GROUP BY item_id HAVING count(*) > 1")
-            else:
-                con.execute("CREATE TEMP TABLE dup_ids (item_id VARCHAR)")
-            if con.execute("SELECT count(*) FROM dup_ids").fetchone()[0] == 0:
+            # scores are those of its first occurrence that scanned ok. The rows of duplicated ids (usually none)
+            # go to a small table that the view joins.
+            if _find_duplicate_ids(con, parquet, idscreen.load(self.root / "parts", len(parts))) == 0:
                 con.execute("CREATE TABLE duplicate_rows (row_idx BIGINT, later BOOLEAN, scored BOOLEAN)")
             else:
                 con.execute(f"""
@@ -254,7 +238,6 @@ class RunStore:
                     FROM r LEFT JOIN f USING (item_id)
                 """)
             con.execute("DROP TABLE dup_ids")
-            con.execute("DROP TABLE dup_hashes")
             if con.execute("SELECT count(*) FROM duplicate_rows").fetchone()[0] == 0:
                 con.execute(f"CREATE VIEW item_rows AS {select}, coalesce(status = 'ok', false) AS scored FROM {parquet}")
             else:
@@ -295,6 +278,33 @@ class RunStore:
             con.close()
             shutil.rmtree(self.root / "_duckdb_tmp", ignore_errors=True)
         os.replace(tmp, self.db_path)
+
+
+def _find_duplicate_ids(con, parquet: str, screened: Path | bool | None) -> int:
+    """TEMP table ``dup_ids``: the ids that occur more than once in the parts; returns their number.
+
+    ``screened`` (analyzer/idscreen.py ``load``): False, the parts stage's screen saw every id and found no
+    candidate, so no id repeats; a path, its candidates, the only ids that can repeat; None, no screen: the
+    suspects are the ids whose 64-bit hash occurs more than once (a hash aggregate, 2x faster than grouping the
+    strings; a collision only adds a suspect). The ids themselves confirm the suspects."""
+    if screened is False:
+        con.execute("CREATE TEMP TABLE dup_ids (item_id VARCHAR)")
+        return 0
+    if screened is None:
+        con.execute(f"CREATE TEMP TABLE suspects AS SELECT hash(item_id) AS h FROM {parquet} "
+                    "GROUP BY h HAVING count(*) > 1")
+        where = "hash(item_id) IN (SELECT h FROM suspects)"
+    else:
+        con.execute("CREATE TEMP TABLE suspects AS SELECT DISTINCT item_id FROM "
+                    f"read_parquet({_sql_string(str(screened.resolve()))})")
+        where = "item_id IN (SELECT item_id FROM suspects)"
+    if con.execute("SELECT count(*) FROM suspects").fetchone()[0]:
+        con.execute(f"CREATE TEMP TABLE dup_ids AS SELECT item_id FROM {parquet} WHERE {where} "
+                    "GROUP BY item_id HAVING count(*) > 1")
+    else:
+        con.execute("CREATE TEMP TABLE dup_ids (item_id VARCHAR)")
+    con.execute("DROP TABLE suspects")
+    return con.execute("SELECT count(*) FROM dup_ids").fetchone()[0]
 
 
 def _packed_flags(part: Path, concept_ids: list[str]) -> bool:

@@ -86,9 +86,9 @@ class LaionEmbeddingReader:
 
     def hashed_while_reading(self) -> list[Path]:
         """The input files whose sha256 ``iter_batches`` computes from the bytes it reads (the .npy files: 10 GB
-        at 10M LAION rows, read once instead of twice; hashed in a thread of its own, :mod:`.streamhash`). :meth:`streamed_sha256` gives it once a file was read
-        whole and in order, unchanged meanwhile; otherwise (a resumed scan, a read stopped early) it is None and
-        the caller hashes the file itself."""
+        at 10M LAION rows, read once instead of twice; hashed in a thread of its own, :mod:`.streamhash`).
+        :meth:`streamed_sha256` gives it once a file was read whole and in order, unchanged meanwhile; otherwise
+        (a resumed scan, a read stopped early) it is None and the caller hashes the file itself."""
         return [npy for _, _, npy, _ in self.shards]
 
     def streamed_sha256(self, path: Path) -> str | None:

@@ -32,7 +32,8 @@ def registered_domain(urls: pa.Array) -> pa.Array:
         urls = urls.combine_chunks()
     if len(urls) == 0 or urls.null_count == len(urls):
         return _registered_domain_direct(urls)
-    if len(urls) >= COMPILED_FROM:
+    compiled = len(urls) >= COMPILED_FROM
+    if compiled:
         from ..kernels import url_prefixes
 
         keys = url_prefixes(urls)
@@ -41,9 +42,8 @@ def registered_domain(urls: pa.Array) -> pa.Array:
     enc = pc.dictionary_encode(keys)
     if len(enc.dictionary) * 2 > len(urls):  # mostly distinct hosts: the lookup saves nothing
         return _registered_domain_direct(urls)
-    if len(urls) < COMPILED_FROM:
-        return pc.take(_registered_domain_direct(enc.dictionary), enc.indices)
-    return pc.take(_CACHE.domains(enc.dictionary), enc.indices)
+    domains = _CACHE.domains(enc.dictionary) if compiled else _registered_domain_direct(enc.dictionary)
+    return pc.take(domains, enc.indices)
 
 
 COMPILED_FROM = 8192  # rows: smaller batches (small inputs, tests of the rule) need no compiled code
