@@ -114,6 +114,29 @@ def screen_ids(ids, words: np.ndarray, shift: int) -> np.ndarray:
     return seen
 
 
+_PREFETCH: list = []
+
+
+def prefetch() -> None:
+    """Run :func:`warm` in a daemon thread, once per process. The CLI calls this first thing in ``analyzer scan``
+    (this module imports numpy only), so that numba's import and start-up (0.6 s) overlap with the scan's other
+    imports instead of delaying its first batch. An error stays in the thread: the call that needs a kernel
+    raises it again, with its own error."""
+    with _LOCK:
+        if _PREFETCH:
+            return
+        t = threading.Thread(target=_warm_quietly, name="analyzer-load-kernel", daemon=True)
+        _PREFETCH.append(t)
+    t.start()
+
+
+def _warm_quietly() -> None:
+    try:
+        warm()
+    except Exception:  # noqa: BLE001 - see prefetch
+        pass
+
+
 def warm() -> float:
     """Load (or compile) the kernels for the array types a scan passes: float16 bits and float32 rows, writable
     or read-only (vectors straight from Arrow). Seconds taken: about 0.5 s per process from numba's cache, several

@@ -1,6 +1,6 @@
 """Tagging precomputed float16 embeddings against the default bank; prints one JSON object per size.
 
-    python benchmarks/bench_tagging.py [--rows 1000000,10000000] [--dim 512] [--chunk 32768]
+    python benchmarks/bench_tagging.py [--rows 1000000,10000000] [--dim 512] [--chunk 131072]
                                        [--pandas-rows 262144] [--encoder openclip:ViT-B-32:random]
 
 Vectors are generated chunk by chunk (seeded standard normal directions stored as float16; memory stays one chunk)
@@ -134,7 +134,7 @@ def main(argv=None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", default="1000000,10000000", help="comma-separated sizes")
     ap.add_argument("--dim", type=int, default=512)
-    ap.add_argument("--chunk", type=int, default=32768, help="rows per batch (the scan's default for embeddings)")
+    ap.add_argument("--chunk", type=int, default=131072, help="rows per batch (the scan's default for embeddings)")
     ap.add_argument("--pandas-rows", type=int, default=262144, help="rows timed for the pandas approach (its rate)")
     ap.add_argument("--encoder", default="openclip:ViT-B-32:random")
     args = ap.parse_args(argv)

@@ -20,7 +20,7 @@ def test_wheel_contains_queries_and_banks(tmp_path):
     assert any(n.startswith("analyzer/concepts/data/") and n.endswith(".csv") for n in names)
     assert any(n.endswith("entry_points.txt") for n in names)
     ep = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "analyzer = analyzer.cli:main" in zipfile.ZipFile(wheel).read(ep).decode()
+    assert "analyzer = analyzer.cli:console" in zipfile.ZipFile(wheel).read(ep).decode()
 
 
 def test_queries_are_found_with_importlib_resources():

@@ -72,7 +72,7 @@ def test_registered_domain_of_large_batches_equals_the_rule_and_the_cache_stays_
 
 
 @pytest.mark.parametrize("chunk_rows", [1, 3, 1000])
-def test_laion_chunked_read_flags_the_same_rows_as_a_whole_batch_check(tmp_path, monkeypatch, chunk_rows):
+def test_laion_mapped_read_flags_the_non_finite_rows_whatever_the_hash_piece_size(tmp_path, monkeypatch, chunk_rows):
     dim, rows = 24, 50
     (tmp_path / "img_emb").mkdir()
     (tmp_path / "metadata").mkdir()
@@ -86,7 +86,7 @@ def test_laion_chunked_read_flags_the_same_rows_as_a_whole_batch_check(tmp_path,
     pq.write_table(pa.table({"key": [f"k{i}" for i in range(rows)], "url": [f"https://h{i % 4}.example.org/{i}"
                                                                              for i in range(rows)]}),
                    tmp_path / "metadata" / "metadata_0.parquet")
-    monkeypatch.setattr(laion, "CHUNK_BYTES", chunk_rows * dim * 2)  # chunks of chunk_rows rows
+    monkeypatch.setattr(laion, "CHUNK_BYTES", chunk_rows * dim * 2)  # pieces of chunk_rows rows to the hasher
     batches = list(LaionEmbeddingReader([tmp_path], ColumnSpec()).iter_batches(7))
     status = [s for b in batches for s in b.column(b.schema.get_field_index("status")).to_pylist()]
     assert [i for i, s in enumerate(status) if s != "ok"] == bad

@@ -20,6 +20,7 @@ from ..errors import InputError
 LANGUAGES = ("en", "de", "fr", "es", "it", "pt", "nl")
 ROLES = ("primary", "context")
 SEVERITIES = ("critical", "high", "medium", "low", "info")
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's (0.02 s for the default bank, not 0.17 s)
 _ID_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _KEYWORD_KINDS = ("patterns", "weak", "exclusions", "counter")
 
@@ -110,7 +111,7 @@ def parse_bank(data: bytes, where: str = "<bank>") -> ConceptBank:
     except UnicodeDecodeError:
         raise InputError(f"bank {where}: expected UTF-8 text, got undecodable bytes; save the file as UTF-8") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_SAFE_LOADER)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark is not None else ""

@@ -85,7 +85,7 @@ class ConceptModel:
         self.b_emb_ = np.asarray(state["b_emb"], dtype=np.float32)
         self.fusion_ = {c: (np.asarray(v["coef"], dtype=np.float64), float(v["intercept"]))
                         for c, v in state["fusion"].items()}
-        self.keywords_ = KeywordTagger(keywords=state["keywords"]).compile()
+        self.keywords_ = KeywordTagger(keywords=state["keywords"])  # compiled on first use: texts to tag
 
     # -- serialisation -------------------------------------------------------------------------------
     def to_dict(self) -> dict:

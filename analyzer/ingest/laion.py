@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from ..errors import InputError
 from .images import resolve_roles
 from .schema import ColumnSpec
+from .mapped import file_size, install_bus_error_handler, map_block
 from .streamhash import StreamHasher
 from .standardize import _list_column, as_float32, finite_rows, standardize
 
@@ -152,12 +153,13 @@ class LaionEmbeddingReader:
                 raise InputError(f"expected {rows.n} metadata rows in {meta.name}, got {off}")
 
 
-CHUNK_BYTES = 1 << 20  # bytes per read call: a chunk stays in the CPU cache for the finite check
+CHUNK_BYTES = 1 << 20  # bytes per piece handed to the fingerprint's thread: its queue holds at most 64 of them
 
 
 class _RowReader:
-    """Reads row blocks of a C-order .npy with plain file reads: memory stays one batch, whereas pages of a
-    memory map that has been read count towards the process's RSS until unmapped (10M x 512 fp16 = 10 GB)."""
+    """Reads row blocks of a C-order .npy as read-only memory maps of the block's own rows (analyzer/ingest/
+    mapped.py): no copy out of the page cache, and the process holds only the batches in flight, whereas one map of
+    the whole file would count every page read towards its RSS until unmapped (10M x 512 fp16 = 10 GB)."""
 
     def __init__(self, path: Path, arr: np.ndarray, hasher: StreamHasher | None = None):
         self.path, self.n, self.dim, self.dtype = path, int(arr.shape[0]), int(arr.shape[1]), arr.dtype
@@ -168,43 +170,27 @@ class _RowReader:
         self._hasher, self._hashing, self._next = hasher, None, 0
         if self.fh is not None and hasher is not None:
             self._hashing = hasher.open(path, self.fh.read(self.offset), _stat(self.fh))
+        if self.fh is not None:
+            install_bus_error_handler()  # a file cut under the maps: one line and exit status 2, not a bare crash
 
     def read(self, off: int, k: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """Rows ``off .. off + k`` and, for float16, which of them are finite (else None)."""
+        """Rows ``off .. off + k`` (a read-only array) and, for float16, which of them are finite (else None)."""
         if not self.c_order:  # Fortran-order files: slice the map (rare; not bounded the same way)
             return np.asarray(np.load(self.path, mmap_mode="r", allow_pickle=False)[off:off + k]), None
         row_bytes = self.dim * self.dtype.itemsize
         if off != self._next:  # not the next rows in order: this read cannot fingerprint the file
             self._hashing = None
-        self.fh.seek(self.offset + off * row_bytes)
-        # into a buffer of Arrow's pool, which reuses freed pages: a fresh numpy array per batch faulted its
-        # 32 MB in page by page (3x the cost of the read itself)
-        nbytes = k * row_bytes
-        buf = pa.allocate_buffer(nbytes)
-        block = np.frombuffer(buf, dtype=self.dtype).reshape(k, self.dim)
-        f16 = self.dtype == np.float16 and self.dim > 0
-        finite = np.empty(k, dtype=bool) if f16 else None
-        view, got = memoryview(buf).cast("B"), 0
-        # CHUNK_BYTES at a time, each float16 chunk checked for NaN/inf while it is still in the CPU cache (a
-        # second pass over the batch read it back from memory)
-        step = max(1, CHUNK_BYTES // max(1, row_bytes)) * row_bytes
-        while got < nbytes:
-            n = self.fh.readinto(view[got:got + step]) or 0
-            if n == 0:
-                break
-            if self._hashing is not None:  # hashed in the hasher's thread; the buffer stays alive meanwhile
-                self._hasher.update(self._hashing, view[got:got + n])
-            if f16 and n % row_bytes == 0:
-                r0 = got // row_bytes
-                finite[r0:r0 + n // row_bytes] = finite_rows(block[r0:r0 + n // row_bytes])
-            elif f16:  # a short read in the middle of a row: check the rows once the batch is read
-                f16 = False
-            got += n
-        if got != nbytes:
+        start, nbytes = self.offset + off * row_bytes, k * row_bytes
+        size = file_size(self.fh)
+        if size < start + nbytes:
             raise InputError(f"expected {self.n} rows in {self.path.name}, got a file cut short at row "
-                             f"{off + got // row_bytes}; re-download it")
-        if finite is not None and not f16:
-            finite = finite_rows(block)
+                             f"{max(off, (size - self.offset) // row_bytes)}; re-download it")
+        view = map_block(self.fh, start, nbytes)
+        block = np.frombuffer(view, dtype=self.dtype, count=k * self.dim).reshape(k, self.dim)
+        finite = finite_rows(block) if self.dtype == np.float16 and self.dim > 0 else None
+        if self._hashing is not None:  # hashed in the hasher's thread; each piece keeps the map alive meanwhile
+            for i in range(0, nbytes, CHUNK_BYTES):
+                self._hasher.update(self._hashing, view[i:i + CHUNK_BYTES])
         self._next = off + k
         return block, finite
 

@@ -198,15 +198,14 @@ def standardize(raw: pa.RecordBatch, cols: dict, *, file: str, start_row: int) -
     text, url, ident, src, emb = (col(r) for r in ("text", "url", "id", "source", "embedding"))
     text = _as_string(text, n)
     url = _as_string(url, n) if url is not None else pa.nulls(n, pa.string())
-    status = np.full(n, "ok", dtype=object)
-    error = np.full(n, None, dtype=object)
+    error: dict[int, str] = {}  # row -> why it failed (status "error"); every other row is "ok"
     if "__error" in raw.schema.names:
         err_col = raw.column(raw.schema.get_field_index("__error"))
         if err_col.null_count < n:
             errs = err_col.to_pylist()
             for i, e in enumerate(errs):
                 if e:
-                    status[i], error[i] = "error", e
+                    error[i] = e
     if ident is not None:
         ids = _as_string(ident, n)
         # or_kleene: a null id is missing (plain or_ gives null for null inputs, and the row kept a null id)
@@ -221,13 +220,13 @@ def standardize(raw: pa.RecordBatch, cols: dict, *, file: str, start_row: int) -
     else:
         tl, ul = text.to_pylist(), url.to_pylist()
         ids = pa.array([make_item_id(u, t) for u, t in zip(ul, tl)], type=pa.string())
-    if (status == "error").any():
+    if error:
         # Rows that failed to parse carry no fields: give each a unique, deterministic id instead of the hash of
         # two empty strings (which would make every such row a duplicate of the others).
         vals = ids.to_pylist()
         tl, ul = text.to_pylist(), url.to_pylist()
         base = Path(file).name
-        for i in np.nonzero(status == "error")[0]:
+        for i in sorted(error):
             if tl[i] is None and ul[i] is None and vals[i] == make_item_id(None, None):
                 vals[i] = f"{base}:row{start_row + i}"
         ids = pa.array(vals, type=pa.string())
@@ -237,8 +236,8 @@ def standardize(raw: pa.RecordBatch, cols: dict, *, file: str, start_row: int) -
         emb = None  # an all-null column (e.g. a JSONL batch whose lines hold null) is typed string: no vectors
     if emb is not None:
         emb_arr, bad = _embedding_column(emb)
-        for i in np.nonzero(bad & (status == "ok"))[0]:
-            status[i], error[i] = "error", "embedding of another length than the others, or not finite"
+        for i in np.nonzero(bad)[0]:
+            error.setdefault(int(i), "embedding of another length than the others, or not finite")
         if emb_arr.null_count == n:
             emb_arr = empty_emb  # one type per input stream: float16 inputs give list<float16> even when all null
     else:
@@ -252,7 +251,7 @@ def standardize(raw: pa.RecordBatch, cols: dict, *, file: str, start_row: int) -
         emb_arr,
         pa.nulls(n, pa.binary()),
         pa.repeat(pa.scalar(file, pa.string()), n),
-        *_status_arrays(status, error, n),
+        *_status_arrays(error, n),
     ]
     return pa.RecordBatch.from_arrays(arrays, schema=STANDARD_SCHEMA_F16 if emb_arr.type == _LIST_F16 else STANDARD_SCHEMA)
 
@@ -265,12 +264,16 @@ def _is_f16_list(t: pa.DataType) -> bool:
         pa.types.is_float16(t.value_type)
 
 
-def _status_arrays(status: np.ndarray, error: np.ndarray, n: int) -> tuple[pa.Array, pa.Array]:
-    """The status and error columns; a batch where every row is ok costs no per-row Python."""
-    failed = status != "ok"
-    if not failed.any():
+def _status_arrays(error: dict, n: int) -> tuple[pa.Array, pa.Array]:
+    """The status and error columns from the failed rows' errors; a batch where every row is ok costs no per-row
+    Python (object arrays of n "ok"s cost 7 ms a 131,072-row batch)."""
+    if not error:
         return pa.repeat(pa.scalar("ok", pa.string()), n), pa.nulls(n, pa.string())
-    return pa.array(status, type=pa.string()), pa.array(error, type=pa.string())
+    rows = np.fromiter(error, dtype=np.int64, count=len(error))
+    failed = np.zeros(n, dtype=bool)
+    failed[rows] = True
+    status = pc.if_else(pa.array(failed), pa.scalar("error"), pa.scalar("ok"))
+    return status, pa.array([error.get(i) for i in range(n)], type=pa.string())
 
 
 def _list_column(mat: np.ndarray, valid: np.ndarray) -> pa.Array:

@@ -12,6 +12,23 @@ import numpy as np  # noqa: E402
 from ..sql import run_query  # noqa: E402
 
 
+def warm() -> None:
+    """Draw and discard a small figure with what the report's figures use (text, a log axis, bars with error bars,
+    a legend), so that matplotlib's one-time costs (font loading, the math-text parser of log tick labels: about
+    0.5 s) are paid where this is called (the scan: the thread that imports this module while DuckDB builds the
+    catalog) instead of by the report's first figure."""
+    import io
+
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.hist([0.5], bins=[0.0, 1.0], weights=[10], log=True, label="a")
+    ax.barh([0], [1], xerr=[[0.1], [0.1]], capsize=2, label="b")
+    ax.set_title("warm-up")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(io.BytesIO(), format="png", dpi=110)
+    plt.close(fig)
+
+
 def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
