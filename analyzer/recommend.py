@@ -29,9 +29,10 @@ def build_recommendations(con, store, *, bank_version: str, encoder_name: str,
                           recommended: str = RECOMMENDED, policy: str | dict | None = None,
                           min_minor: int = MIN_MINOR) -> str:
     """Build recommendations, residual risk per strategy, strategies and the manifest; returns the recommended name."""
-    from .risk import build_removed_scanned, residual_risk
+    from .risk import build_flagged_scanned, build_removed_scanned, residual_risk
     from .policy import choose_strategy, load_policy
 
+    build_flagged_scanned(con, replace=False)  # built by build_risk; read below by strategy_removals.sql
     con.execute(f"CREATE OR REPLACE TABLE recommendations AS {load_query('strategy_removals')}",
                 {"min_minor": int(min_minor)})
     build_removed_scanned(con)  # the scanned rows of the recommended items, read by every residual query below

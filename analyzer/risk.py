@@ -57,6 +57,7 @@ def build_risk(con, store=None, *, min_items: int = MIN_GROUP_ITEMS, quiet: bool
     # item_risk_flagged: the R1 / hash-matched items (the rule: queries/item_risk_flagged.sql), which every later
     # reader wants; item_risk (one row per item) is a view that adds the other scanned items to it (writing it as a
     # table cost 5 s per 10M rows; deriving the flagged rows from the full view, 1.3 s instead of 0.4 s)
+    build_flagged_scanned(con)  # the rows with a primary concept at screen, read by R1 and the strategies
     con.execute(f"CREATE OR REPLACE TABLE item_risk_flagged AS {load_query('item_risk_flagged')}")
     _replace_view(con, "item_risk", load_query("item_risk"))
     # recommendations does not exist yet: the residual queries see no removals for strategy 'none'.
@@ -82,6 +83,14 @@ def build_risk(con, store=None, *, min_items: int = MIN_GROUP_ITEMS, quiet: bool
                 "WHERE strategy = 'none'")
     info["settings"] = settings
     return info
+
+
+def build_flagged_scanned(con, *, replace: bool = True) -> None:
+    """The table flagged_scanned (queries/flagged_scanned.sql). ``replace=False``: only where the catalog has none
+    (a catalog whose risk stage was built before the table existed)."""
+    if replace or not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = "
+                                  "'flagged_scanned' AND table_schema = 'main'").fetchone()[0]:
+        con.execute(f"CREATE OR REPLACE TABLE flagged_scanned AS {load_query('flagged_scanned')}")
 
 
 def build_removed_scanned(con) -> None:

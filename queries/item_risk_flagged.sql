@@ -2,8 +2,9 @@
 -- failed to scan, e.g. an image that could not be decoded). Builds the table item_risk_flagged: the R1 and
 -- hash-matched items, one row each, which the other queries read (built by analyzer/risk.py). The view
 -- item_risk (queries/item_risk.sql) adds every other scanned item to these rows.
--- The scanned rows are filtered first (both concepts at screen, or an id in the hash matches), so the pass
--- over the scanned items reads the flags and only then the rows that carry them.
+-- The rows with both concepts at screen come from flagged_scanned (queries/flagged_scanned.sql: the scanned rows
+-- with either concept at screen, read once for this query and the strategies); hash-matched rows without both
+-- are looked up in scanned by id (DuckDB pushes a few ids into the scan as a filter; no matches, no pass).
 -- A scanned row is its id's first occurrence (later duplicates are error rows), so its own source and
 -- scores are the item's; only hash-matched items that did not scan are looked up in items (first
 -- occurrence of the id) and item_scores. Parameters: none.
@@ -14,7 +15,7 @@ WITH hash_hits AS (
 ),
 scanned_hits AS (
     SELECT item_id, source, minor_score, adult_sexual_score, true AS both_concepts
-    FROM scanned
+    FROM flagged_scanned
     WHERE minor_screen AND adult_sexual_screen
     UNION ALL
     SELECT s.item_id, s.source, s.minor_score, s.adult_sexual_score,

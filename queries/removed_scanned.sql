@@ -3,10 +3,26 @@
 -- R2-R4 of each strategy (group_risk.sql, neighbourhood_risk.sql, dataset_risk.sql) reads these rows instead of
 -- scanning every item once per strategy and query: a strategy's removed items are removed_scanned SEMI JOIN its
 -- recommendations, exactly as they were scanned SEMI JOIN them. Rebuilt whenever recommendations is.
+-- The rows come from flagged_scanned (queries/flagged_scanned.sql, a few percent of the rows) for the items
+-- it holds, which are every item the strategies remove today, and from scanned for any other (a semi join on
+-- a handful of ids, or none, which DuckDB turns into a filter of the scan: no full pass).
 -- Parameters: none.
 WITH recommended AS (
     SELECT DISTINCT item_id FROM recommendations
+),
+elsewhere AS (
+    SELECT item_id FROM recommended ANTI JOIN flagged_scanned USING (item_id)
 )
+SELECT f.item_id,
+       f.source,
+       f.file,
+       f.minor_screen,
+       f.minor_confirm,
+       f.adult_sexual_screen,
+       f.adult_sexual_confirm
+FROM flagged_scanned AS f
+SEMI JOIN recommended AS r USING (item_id)
+UNION ALL
 SELECT s.item_id,
        s.source,
        s.file,
@@ -15,4 +31,4 @@ SELECT s.item_id,
        s.adult_sexual_screen,
        s.adult_sexual_confirm
 FROM scanned AS s
-SEMI JOIN recommended AS r USING (item_id)
+SEMI JOIN elsewhere AS e USING (item_id)

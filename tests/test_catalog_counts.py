@@ -187,3 +187,26 @@ def test_item_risk_view_applies_the_r1_rule_to_every_scanned_item(built):
         assert reasons == (["R1"] if b0 else []) + (["HASH"] if h0 else []) and (lists is None) == (not h0)
     flagged = {r[0] for r in con.execute("SELECT item_id FROM item_risk_flagged").fetchall()}
     assert flagged == {k for k, r in rule.items() if r[4] or r[5]}
+
+
+def test_removed_scanned_holds_the_scanned_row_of_every_recommended_item_flagged_or_not(built):
+    from analyzer.risk import build_removed_scanned
+
+    cols = "item_id, source, file, minor_screen, minor_confirm, adult_sexual_screen, adult_sexual_confirm"
+    direct = f"SELECT {cols} FROM scanned SEMI JOIN recommendations USING (item_id) ORDER BY item_id"
+    assert built.execute(direct).fetchall() == built.execute(f"SELECT {cols} FROM removed_scanned ORDER BY item_id").fetchall()
+    # an item without either concept at screen (not in flagged_scanned), recommended by some other strategy
+    plain = built.execute("SELECT item_id FROM scanned WHERE NOT coalesce(minor_screen, false) AND NOT "
+                          "coalesce(adult_sexual_screen, false) ORDER BY item_id LIMIT 2").fetchall()
+    assert plain and not built.execute("SELECT count(*) FROM flagged_scanned WHERE item_id IN (SELECT unnest(?))",
+                                       [[p[0] for p in plain]]).fetchone()[0]
+    built.execute("BEGIN")
+    try:
+        for (item,) in plain:
+            built.execute("INSERT INTO recommendations VALUES ('test_other', ?, 'remove', ['TEST'])", [item])
+        build_removed_scanned(built)
+        got = built.execute(f"SELECT {cols} FROM removed_scanned ORDER BY item_id").fetchall()
+        assert got == built.execute(direct).fetchall()
+        assert {p[0] for p in plain} <= {g[0] for g in got}
+    finally:
+        built.execute("ROLLBACK")
