@@ -57,7 +57,7 @@ class LaionEmbeddingReader:
         if not self.shards:
             raise InputError(f"expected {folder}/{folder}_N.npy files in {[str(p) for p in paths]}, got none")
         self.files = [f for _, _, npy, meta in self.shards for f in (npy, meta)]
-        self.hasher = StreamHasher()  # sha256 of the .npy files read whole, in order, by iter_batches
+        self.hasher = StreamHasher(depth=HASH_QUEUE)  # sha256 of the .npy files read whole, in order, by iter_batches
         self.dim: int | None = None
         self.rows: dict[Path, int] = {}
         self.columns: dict[Path, dict] = {}
@@ -153,7 +153,8 @@ class LaionEmbeddingReader:
                 raise InputError(f"expected {rows.n} metadata rows in {meta.name}, got {off}")
 
 
-CHUNK_BYTES = 1 << 20  # bytes per piece handed to the fingerprint's thread: its queue holds at most 64 of them
+CHUNK_BYTES = 4 << 20  # bytes per piece handed to the fingerprint's thread
+HASH_QUEUE = 16  # pieces the fingerprint's thread may lag behind (64 MB of mapped rows kept alive at most)
 
 
 class _RowReader:
