@@ -142,33 +142,92 @@ def gather_prefixes(offsets, data, out_offsets, out):  # pragma: no cover - comp
             out[k + j] = data[s + j]
 
 
+@njit(nogil=True, cache=True, boundscheck=False, inline="always")
+def id_hash(offsets, data, i):  # pragma: no cover - compiled
+    """64-bit hash of string i (Arrow offsets + bytes): FNV-1a, then the splitmix64 finaliser."""
+    h = np.uint64(0xCBF29CE484222325)
+    prime = np.uint64(0x100000001B3)
+    for j in range(offsets[i], offsets[i + 1]):
+        h = (h ^ np.uint64(data[j])) * prime
+    h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return h ^ (h >> np.uint64(31))
+
+
 @njit(nogil=True, cache=True, boundscheck=False)
 def screen_ids(offsets, data, words, shift, out):  # pragma: no cover - compiled; tested through analyzer.idscreen
-    """For each string (Arrow offsets + bytes): its 64-bit hash (FNV-1a, then the splitmix64 finaliser) picks one
-    bit of ``words`` (its top 64 - shift bits); ``out[i]`` = that bit was already set, and the bit is set.
+    """For each string: its 64-bit hash (id_hash) picks one bit of ``words`` (its top 64 - shift bits); ``out[i]``
+    = that bit was already set, and the bit is set.
 
     In blocks of 4096 strings: the bit positions first, then the bitset's words. The words are random accesses
     into 64 MB (a cache miss each); a loop that does nothing else lets the CPU wait for many of them at once,
     3x faster than one hash and one miss after the other."""
-    prime, basis = np.uint64(0x100000001B3), np.uint64(0xCBF29CE484222325)
-    m1, m2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
-    s30, s27, s31, s6 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(6)
-    low6, one, sh = np.uint64(63), np.uint64(1), np.uint64(shift)
+    s6, low6, one, sh = np.uint64(6), np.uint64(63), np.uint64(1), np.uint64(shift)
     n = out.shape[0]
     block = 4096
     idx = np.empty(block, dtype=np.uint64)
     for start in range(0, n, block):
         end = min(n, start + block)
         for i in range(start, end):
-            h = basis
-            for j in range(offsets[i], offsets[i + 1]):
-                h = (h ^ np.uint64(data[j])) * prime
-            h = (h ^ (h >> s30)) * m1
-            h = (h ^ (h >> s27)) * m2
-            h = h ^ (h >> s31)
-            idx[i - start] = h >> sh
+            idx[i - start] = id_hash(offsets, data, i) >> sh
         for i in range(start, end):
             k = idx[i - start]
             w, b = k >> s6, one << (k & low6)
             out[i] = (words[w] & b) != 0
             words[w] |= b
+
+
+@njit(nogil=True, cache=True, boundscheck=False)
+def screen_ids_exact(offsets, data, table, out):  # pragma: no cover - compiled; tested through analyzer.idscreen
+    """For each string: ``out[i]`` = its 64-bit hash (id_hash; 0 counts as 1, the empty slot's value) is in
+    ``table`` already (an open-addressing set, linear probing, size a power of 2), and it is added. Blocks of
+    4096 as in screen_ids: the hashes first, then the probes (a cache miss each)."""
+    mask = np.uint64(table.shape[0] - 1)
+    one = np.uint64(1)
+    n = out.shape[0]
+    block = 4096
+    hs = np.empty(block, dtype=np.uint64)
+    for start in range(0, n, block):
+        end = min(n, start + block)
+        for i in range(start, end):
+            h = id_hash(offsets, data, i)
+            hs[i - start] = h if h != 0 else one
+        for i in range(start, end):
+            h = hs[i - start]
+            k = h & mask
+            while True:
+                v = table[k]
+                if v == 0:
+                    table[k] = h
+                    out[i] = False
+                    break
+                if v == h:
+                    out[i] = True
+                    break
+                k = (k + one) & mask
+
+
+@njit(nogil=True, cache=True, boundscheck=False)
+def table_into(table, bigger):  # pragma: no cover - compiled; tested through analyzer.idscreen
+    """Every hash of one open-addressing set added to an empty larger one."""
+    mask = np.uint64(bigger.shape[0] - 1)
+    one = np.uint64(1)
+    for t in range(table.shape[0]):
+        h = table[t]
+        if h != 0:
+            k = h & mask
+            while bigger[k] != 0:
+                k = (k + one) & mask
+            bigger[k] = h
+
+
+@njit(nogil=True, cache=True, boundscheck=False)
+def table_to_bits(table, words, shift):  # pragma: no cover - compiled; tested through analyzer.idscreen
+    """The bit screen_ids would have set for each hash of an open-addressing set (a hash of 0 is stored as 1: the
+    same top bits)."""
+    s6, low6, one, sh = np.uint64(6), np.uint64(63), np.uint64(1), np.uint64(shift)
+    for t in range(table.shape[0]):
+        h = table[t]
+        if h != 0:
+            k = h >> sh
+            words[k >> s6] |= one << (k & low6)

@@ -1,15 +1,19 @@
 """A screen for duplicate ids during the parts stage, so that the catalog looks for duplicates among a few
 candidates instead of grouping every id.
 
-Each id seen sets one bit of a bitset (2^29 bits, 64 MB), chosen by a 64-bit hash of the id; an id whose bit is
-already set is a *candidate*: a later occurrence of an id seen before, or (about 1 row in 100 at 10M ids) another
-id with the same bit. Every real duplicate's later occurrences are candidates, so the duplicate ids are exactly
-the candidates that occur more than once among all rows: the catalog counts only those
-(``store.build_catalog``), one pass that reads the ids without grouping them, and skips even that when there are
-no candidates. Where the screen cannot vouch for a run (more than ``max_candidates`` candidates, as at billions
-of rows where the bitset fills up; a run whose parts it did not all see, e.g. written by the Ray engine), it
-saves nothing and the catalog groups every id as before. tests/test_idscreen.py checks both paths give the same
-duplicates.
+Each id is hashed to 64 bits. Up to ``exact_ids`` ids (20M by default) the screen keeps the hashes themselves,
+in an open-addressing set sized from the reader's row count (128 MB for 10M ids): an id whose hash is in the
+set already is a *candidate*, so for a dataset without duplicate ids there are none at all (two different
+ids share a 64-bit hash about once in 10^5 scans of 10M ids) and the catalog skips its pass over the ids.
+Past ``exact_ids`` it keeps one bit per hash instead (a bitset of 2^29 bits, 64 MB, set from the hashes kept
+so far): an id whose bit is already set is a candidate, a later occurrence of an id seen before or, about 1
+row in 100 at 10M ids, another id with the same bit. Either way every real duplicate's later occurrences are
+candidates, so the duplicate ids are exactly the candidates that occur more than once among all rows: the
+catalog counts only those (``store.build_catalog``), one pass that reads the ids without grouping them, and
+skips even that when there are no candidates. Where the screen cannot vouch for a run (more than
+``max_candidates`` candidates, as at billions of rows where the bitset fills up; a run whose parts it did not
+all see, e.g. written by the Ray engine), it saves nothing and the catalog groups every id as before.
+tests/test_idscreen.py checks both paths give the same duplicates.
 """
 from __future__ import annotations
 
@@ -26,34 +30,76 @@ SCREEN_FILE = "id_screen.json"  # under RUN/parts/: {"parts": N, "candidates": k
 CANDIDATES_FILE = "id_candidates.parquet"  # under RUN/parts/: the candidate ids
 
 
+EXACT_IDS = 20_000_000  # ids whose 64-bit hashes are kept (at most 2^25 slots, 256 MB); past it, one bit per id
+EXACT_LOAD = 0.6  # the set grows (doubles) before it is fuller than this
+
+
 class IdScreen:
-    def __init__(self, bits_log2: int = BITS_LOG2, max_candidates: int = MAX_CANDIDATES):
-        self.bits_log2, self.max_candidates = int(bits_log2), int(max_candidates)
-        self.words = None  # allocated on the first batch (np.zeros: pages are touched as bits are set)
+    def __init__(self, bits_log2: int = BITS_LOG2, max_candidates: int = MAX_CANDIDATES,
+                 exact_ids: int = EXACT_IDS, expected_rows: int | None = None):
+        self.bits_log2, self.max_candidates, self.exact_ids = int(bits_log2), int(max_candidates), int(exact_ids)
+        self.expected_rows = expected_rows  # the reader's row count when known: the set's size from the start
+        self.table = None  # the hashes seen (exact mode), allocated on the first batch
+        self.words = None  # the bitset (past exact_ids ids)
+        self.n_seen = 0
         self.parts: set[int] = set()
         self.candidates: list[pa.Array] = []
         self.n_candidates, self.overflow = 0, False
+
+    @property
+    def exact(self) -> bool:
+        """Whether the candidates are the ids whose 64-bit hash was seen before (else: whose bit was set)."""
+        return self.words is None
 
     def observe(self, part: int, ids: pa.Array) -> None:
         """Screen the ids of part ``part`` (every batch of a scan, in any order, each once)."""
         self.parts.add(int(part))
         if self.overflow or len(ids) == 0:
             return
-        from .kernels import screen_ids
+        from . import kernels
 
-        if self.words is None:
-            self.words = np.zeros(1 << (self.bits_log2 - 6), dtype=np.uint64)
         if isinstance(ids, pa.ChunkedArray):
             ids = ids.combine_chunks()
         ids = ids.cast(pa.string())
-        seen = screen_ids(ids, self.words, 64 - self.bits_log2)
+        self.n_seen += len(ids)
+        if self.words is None and self.n_seen <= self.exact_ids and (self.expected_rows or 0) <= self.exact_ids:
+            self._room(self.n_seen)
+            seen = kernels.screen_ids_exact(ids, self.table)
+        else:
+            if self.words is None:
+                self._to_bits()
+            seen = kernels.screen_ids(ids, self.words, 64 - self.bits_log2)
         if seen.any():
             found = ids.filter(pa.array(seen))
             self.n_candidates += len(found)
             if self.n_candidates > self.max_candidates:
-                self.overflow, self.candidates, self.words = True, [], None
+                self.overflow, self.candidates, self.words, self.table = True, [], None, None
             else:
                 self.candidates.append(found)
+
+    def _room(self, n: int) -> None:
+        """A set with room for ``n`` hashes below EXACT_LOAD (the expected row count's size on the first batch)."""
+        want = max(n, min(self.expected_rows or 0, self.exact_ids))
+        size = 1 << 16
+        while size * EXACT_LOAD < want:
+            size *= 2
+        if self.table is None:
+            self.table = np.zeros(size, dtype=np.uint64)
+        elif size > len(self.table):
+            from .kernels import _kernels
+
+            bigger = np.zeros(size, dtype=np.uint64)
+            _kernels().table_into(self.table, bigger)
+            self.table = bigger
+
+    def _to_bits(self) -> None:
+        """From hashes to bits: the bit of every hash seen so far, then one bit per id from here on."""
+        from .kernels import _kernels
+
+        self.words = np.zeros(1 << (self.bits_log2 - 6), dtype=np.uint64)
+        if self.table is not None:
+            _kernels().table_to_bits(self.table, self.words, 64 - self.bits_log2)
+        self.table = None
 
     def save(self, parts_dir: Path, n_parts: int) -> bool:
         """Write the candidates when the screen saw parts 0 .. n_parts - 1 and did not overflow; True if written."""

@@ -137,6 +137,16 @@ def _warm_quietly() -> None:
         pass
 
 
+def screen_ids_exact(ids, table: np.ndarray) -> np.ndarray:
+    """For each string of a pyarrow string array, whether its 64-bit hash is in ``table`` (an open-addressing set of
+    uint64, 0 = empty, size a power of 2) already; every hash is added (analyzer/idscreen.py). The caller keeps
+    the table's load low enough that it never fills."""
+    offsets, data = _string_buffers(ids)
+    seen = np.empty(len(ids), dtype=np.bool_)
+    _kernels().screen_ids_exact(offsets, data, table, seen)
+    return seen
+
+
 def warm() -> float:
     """Load (or compile) the kernels for the array types a scan passes: float16 bits and float32 rows, writable
     or read-only (vectors straight from Arrow). Seconds taken: about 0.5 s per process from numba's cache, several
@@ -156,4 +166,5 @@ def warm() -> float:
 
     url_prefixes(pa.array(["https://a.example/b", None]))
     screen_ids(pa.array(["a", "b"]), np.zeros(4, dtype=np.uint64), 64 - 8)
+    screen_ids_exact(pa.array(["a", "b"]), np.zeros(8, dtype=np.uint64))
     return time.perf_counter() - t0

@@ -24,7 +24,7 @@ def test_every_later_occurrence_is_a_candidate_even_in_a_full_bitset():
     batches = [[f"id{k}" for k in range(0, 3000)], [f"id{k}" for k in range(2990, 4000)] + ["id5", "id5", ""],
                ["", "ünïcode-id", "ünïcode-id"] + [f"id{k}" for k in range(7)]]
     for bits in (8, 29):  # 256 bits: nearly every id collides; 2^29: almost none does
-        screen = IdScreen(bits_log2=bits)
+        screen = IdScreen(bits_log2=bits, exact_ids=0)  # one bit per id from the first batch
         for i, ids in enumerate(batches):
             screen.observe(i, pa.array(ids))
         got = [x for a in screen.candidates for x in a.to_pylist()]
@@ -38,8 +38,35 @@ def test_every_later_occurrence_is_a_candidate_even_in_a_full_bitset():
     assert [a.to_pylist() for a in screen.candidates] == [["a"]]
 
 
+def test_exact_screen_finds_only_repeats_and_hands_over_to_the_bitset_without_losing_any():
+    batches = [[f"id{k}" for k in range(0, 3000)], [f"id{k}" for k in range(2990, 4000)] + ["id5", "id5", ""],
+               ["", "ünïcode-id", "ünïcode-id"] + [f"id{k}" for k in range(7)], [f"new{k}" for k in range(50_000)],
+               ["id1", "new7", "x"]]
+    later = _later_occurrences(batches)
+    exact = IdScreen()  # every batch in the set of hashes: the candidates are the repeats, nothing else
+    for i, ids in enumerate(batches):
+        exact.observe(i, pa.array(ids))
+    assert exact.exact and sorted(x for a in exact.candidates for x in a.to_pylist()) == sorted(later)
+    assert len(exact.table) == 1 << 17  # grown from 2^16 past 60% full (54,000 ids)
+    handed = IdScreen(bits_log2=12, exact_ids=4100)  # hashes for the first three batches, bits from the fourth
+    for i, ids in enumerate(batches):
+        handed.observe(i, pa.array(ids))
+        assert handed.exact == (i < 3)
+    got = [x for a in handed.candidates for x in a.to_pylist()]
+    assert set(later) <= set(got) and len(got) > len(later)  # 4,096 bits for 54,000 ids: chance collisions too
+    first = _later_occurrences(batches[:3])
+    assert sorted(got[:len(first)]) == sorted(first)  # the exact part: repeats only
+    assert {"id1", "new7"} <= set(got[len(first):])  # id1: its bit set from the hashes kept while exact
+    known = IdScreen(expected_rows=10_000)  # sized from the reader's row count on the first batch
+    known.observe(0, pa.array(["a"]))
+    assert len(known.table) == 1 << 16
+    big = IdScreen(expected_rows=30_000_000)  # more rows than exact_ids: bits from the start
+    big.observe(0, pa.array(["a", "a"]))
+    assert not big.exact and big.table is None and [a.to_pylist() for a in big.candidates] == [["a"]]
+
+
 def test_overflow_or_unseen_parts_save_no_screen(tmp_path):
-    screen = IdScreen(bits_log2=8, max_candidates=10)
+    screen = IdScreen(bits_log2=8, max_candidates=10, exact_ids=0)
     screen.observe(0, pa.array([f"i{k}" for k in range(200)]))
     assert screen.overflow and not screen.save(tmp_path, 1)
     assert idscreen.load(tmp_path, 1) is None

@@ -17,7 +17,7 @@ def run_parts_local(cfg, reader, encoder, model, store, hashes=None) -> int:
     bar = progress(total, "embed+tag", quiet=cfg.quiet)
     rows = 0
     matches_dir = store.root / "parts" / "hash_matches"
-    screen, n_batches = IdScreen(), 0  # duplicate-id candidates for the catalog (analyzer/idscreen.py)
+    screen, n_batches = IdScreen(expected_rows=total), 0  # duplicate-id candidates (analyzer/idscreen.py)
     clear(store.root / "parts")
     # Three overlapping steps (Arrow, numpy and torch release the GIL): a thread reads and standardises the next
     # batch, this thread tags the current one, a thread writes the previous parts. Queues of PREFETCH_BATCHES
