@@ -33,7 +33,7 @@ def _columns(p):
     p.add_argument("--encoder", default="minilm", help="minilm (default, offline) or openclip:ARCH:PRETRAINED")
     p.add_argument("--bank", help="concept bank YAML (default: the packaged bank)")
     p.add_argument("--batch-size", type=int, default=None,
-                   help="rows per batch and part (default: 131072 for precomputed embeddings, else 4096)")
+                   help="rows per batch and part (default for precomputed embeddings: 32768, or 131072 with --no-embeddings; else 4096)")
     p.add_argument("--embedding-modality", choices=("text", "image"),
                    help="what precomputed embeddings encode (default: image for encoders with an image tower)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")

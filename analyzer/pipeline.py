@@ -27,10 +27,15 @@ log = logging.getLogger("analyzer")
 
 
 DEFAULT_BATCH_SIZE = 4096  # rows per part when rows are embedded here (text or images)
-# rows per batch and part for precomputed embeddings: the per-batch costs (Python per batch, one Parquet file and
-# marker per part, the catalog's files) amortised; 10M rows scanned in 29 CPU-s instead of 33 at 32,768. Memory
-# stays bounded: a batch maps 128 MB of 512-d float16 vectors (192 MB at 768-d), about three batches at a time.
+# rows per batch and part for precomputed embeddings without --keep of the vectors (--no-embeddings): the
+# per-batch costs (Python per batch, one Parquet file and marker per part, the catalog's files) amortised; 10M rows
+# scanned in 29 CPU-s instead of 33 at 32,768. Memory stays bounded: a batch maps 128 MB of 512-d float16 vectors
+# (192 MB at 768-d), about three batches at a time.
 EMBEDDING_BATCH_SIZE = 131072
+# ... and when the vectors are kept (the default): each batch also holds its float16 unit vectors and writes an
+# embeddings part, and the index stage reads those parts; at 131,072 rows the 1M-row scan's peak RSS went from
+# 1.98 GB to 2.3-2.6 GB (docs/scaling.md), so these scans keep the earlier batch
+KEPT_EMBEDDING_BATCH_SIZE = 32768
 PREFETCH_BATCHES = 1  # batches read ahead (and parts queued for writing) while one batch is tagged
 
 
@@ -41,7 +46,7 @@ class ScanConfig:
     columns: ColumnSpec = field(default_factory=ColumnSpec)
     encoder: str = "minilm"
     bank: str | None = None
-    batch_size: int | None = None  # None: DEFAULT_BATCH_SIZE, or EMBEDDING_BATCH_SIZE for precomputed vectors
+    batch_size: int | None = None  # None: DEFAULT_BATCH_SIZE, or (KEPT_)EMBEDDING_BATCH_SIZE for precomputed vectors
     keep_embeddings: bool = True
     embedding_modality: str | None = None  # "text" or "image"; default: image when the encoder has an image tower
     hash_lists: list[str] = field(default_factory=list)
@@ -88,7 +93,7 @@ def prepare_scan(cfg: ScanConfig):
     reader = open_input(cfg.inputs, cfg.columns)
     _prefetch(torch=not getattr(reader, "has_embeddings", False))
     if cfg.batch_size is None:
-        cfg.batch_size = EMBEDDING_BATCH_SIZE if getattr(reader, "has_embeddings", False) else DEFAULT_BATCH_SIZE
+        cfg.batch_size = default_batch_size(reader, keep_embeddings=cfg.keep_embeddings)
     check_out_outside_inputs(cfg.out, cfg.inputs, getattr(reader, "files", []))
     bank = load_bank(cfg.bank)
     encoder = get_encoder(cfg.encoder)
@@ -127,6 +132,13 @@ def prepare_scan(cfg: ScanConfig):
     image_rows = (cfg.embedding_modality == "image" and getattr(reader, "has_embeddings", False)) or reads_images()
     model = fit_concept_model(bank, encoder, seed=cfg.seed, modality="image" if image_rows else "text")
     return reader, bank, encoder, model, hashes
+
+
+def default_batch_size(reader, *, keep_embeddings: bool) -> int:
+    """Rows per batch and part when --batch-size is not given (the constants above say why)."""
+    if not getattr(reader, "has_embeddings", False):
+        return DEFAULT_BATCH_SIZE
+    return KEPT_EMBEDDING_BATCH_SIZE if keep_embeddings else EMBEDDING_BATCH_SIZE
 
 
 def check_out_outside_inputs(out, inputs, files=()) -> None:

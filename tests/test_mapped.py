@@ -30,7 +30,7 @@ def test_map_block_gives_the_bytes_of_the_file_at_any_offset(tmp_path, start, nb
 
 
 def _laion(root, rows=40, dim=8):
-    (root / "img_emb").mkdir()
+    (root / "img_emb").mkdir(parents=True)
     (root / "metadata").mkdir()
     v = np.random.default_rng(1).standard_normal((rows, dim)).astype(np.float16)
     np.save(root / "img_emb" / "img_emb_0.npy", v)
@@ -71,3 +71,13 @@ def test_a_mapped_file_cut_under_the_scan_ends_it_with_one_line_and_status_2(tmp
     assert res.returncode == 2, (res.returncode, res.stderr[-2000:])
     assert res.stderr == BUS_ERROR_MESSAGE
     assert "not reached" not in res.stdout and "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("keep,want", [(True, 32768), (False, 131072)])
+def test_default_batch_for_precomputed_vectors_depends_on_keeping_them(tmp_path, keep, want):
+    from analyzer.pipeline import DEFAULT_BATCH_SIZE, default_batch_size
+
+    _laion(tmp_path)
+    reader = LaionEmbeddingReader([tmp_path], ColumnSpec())
+    assert default_batch_size(reader, keep_embeddings=keep) == want
+    assert default_batch_size(object(), keep_embeddings=keep) == DEFAULT_BATCH_SIZE  # rows embedded here

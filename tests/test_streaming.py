@@ -344,8 +344,8 @@ def test_quiet_scan_prints_no_progress_and_embedding_inputs_get_large_batches(em
     assert res.returncode == 0, res.stderr[-2000:]
     assert "rows/s" not in res.stderr and "%|" not in res.stderr
     parts = list((out / "parts" / "items").glob("part-*.parquet"))
-    assert len(parts) == 1  # default batch for precomputed vectors (131072) holds all 5000 rows
-    assert "batch_size: 131072" in (out / "config.resolved.yaml").read_text()
+    assert len(parts) == 1  # default batch for precomputed vectors kept (32768) holds all 5000 rows
+    assert "batch_size: 32768" in (out / "config.resolved.yaml").read_text()
 
 
 def test_float16_batches_from_the_laion_reader_tag_like_widened_ones(tmp_path):
