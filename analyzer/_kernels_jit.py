@@ -154,80 +154,87 @@ def id_hash(offsets, data, i):  # pragma: no cover - compiled
     return h ^ (h >> np.uint64(31))
 
 
+ID_BLOCK = 4096  # ids hashed before their bits or slots are probed (the probes are cache misses the CPU overlaps)
+
+
+@njit(nogil=True, cache=True, boundscheck=False, inline="always")
+def block_hashes(offsets, data, start, end, hs):  # pragma: no cover - compiled
+    """hs[i - start] = id_hash of string i, for i in start .. end - 1; a hash of 0 is stored as 1 (0 is an empty
+    slot of the hash sets below; 1 has the same top bits, so the same bit of a bitset)."""
+    one = np.uint64(1)
+    for i in range(start, end):
+        h = id_hash(offsets, data, i)
+        hs[i - start] = h if h != 0 else one
+
+
+@njit(nogil=True, cache=True, boundscheck=False, inline="always")
+def set_bit_was_set(words, k):  # pragma: no cover - compiled
+    """Whether bit ``k`` of the bitset ``words`` was set; it is set."""
+    w, b = k >> np.uint64(6), np.uint64(1) << (k & np.uint64(63))
+    was = (words[w] & b) != 0
+    words[w] |= b
+    return was
+
+
+@njit(nogil=True, cache=True, boundscheck=False, inline="always")
+def insert_was_in(table, h):  # pragma: no cover - compiled
+    """Whether the nonzero hash ``h`` is in the open-addressing set ``table`` (linear probing, size a power of 2,
+    0 = empty); it is added. The caller keeps the set from filling up."""
+    mask, one = np.uint64(table.shape[0] - 1), np.uint64(1)
+    k = h & mask
+    while True:
+        v = table[k]
+        if v == 0:
+            table[k] = h
+            return False
+        if v == h:
+            return True
+        k = (k + one) & mask
+
+
 @njit(nogil=True, cache=True, boundscheck=False)
 def screen_ids(offsets, data, words, shift, out):  # pragma: no cover - compiled; tested through analyzer.idscreen
     """For each string: its 64-bit hash (id_hash) picks one bit of ``words`` (its top 64 - shift bits); ``out[i]``
     = that bit was already set, and the bit is set.
 
-    In blocks of 4096 strings: the bit positions first, then the bitset's words. The words are random accesses
-    into 64 MB (a cache miss each); a loop that does nothing else lets the CPU wait for many of them at once,
-    3x faster than one hash and one miss after the other."""
-    s6, low6, one, sh = np.uint64(6), np.uint64(63), np.uint64(1), np.uint64(shift)
+    In blocks of ID_BLOCK strings: the hashes first, then the bitset's words. The words are random accesses into
+    64 MB (a cache miss each); a loop that does nothing else lets the CPU wait for many of them at once, 3x faster
+    than one hash and one miss after the other."""
+    sh = np.uint64(shift)
     n = out.shape[0]
-    block = 4096
-    idx = np.empty(block, dtype=np.uint64)
-    for start in range(0, n, block):
-        end = min(n, start + block)
+    hs = np.empty(ID_BLOCK, dtype=np.uint64)
+    for start in range(0, n, ID_BLOCK):
+        end = min(n, start + ID_BLOCK)
+        block_hashes(offsets, data, start, end, hs)
         for i in range(start, end):
-            idx[i - start] = id_hash(offsets, data, i) >> sh
-        for i in range(start, end):
-            k = idx[i - start]
-            w, b = k >> s6, one << (k & low6)
-            out[i] = (words[w] & b) != 0
-            words[w] |= b
+            out[i] = set_bit_was_set(words, hs[i - start] >> sh)
 
 
 @njit(nogil=True, cache=True, boundscheck=False)
 def screen_ids_exact(offsets, data, table, out):  # pragma: no cover - compiled; tested through analyzer.idscreen
-    """For each string: ``out[i]`` = its 64-bit hash (id_hash; 0 counts as 1, the empty slot's value) is in
-    ``table`` already (an open-addressing set, linear probing, size a power of 2), and it is added. Blocks of
-    4096 as in screen_ids: the hashes first, then the probes (a cache miss each)."""
-    mask = np.uint64(table.shape[0] - 1)
-    one = np.uint64(1)
+    """For each string: ``out[i]`` = its 64-bit hash (block_hashes) is in ``table`` already (insert_was_in), and it
+    is added. Blocks of ID_BLOCK as in screen_ids: the hashes first, then the probes (a cache miss each)."""
     n = out.shape[0]
-    block = 4096
-    hs = np.empty(block, dtype=np.uint64)
-    for start in range(0, n, block):
-        end = min(n, start + block)
+    hs = np.empty(ID_BLOCK, dtype=np.uint64)
+    for start in range(0, n, ID_BLOCK):
+        end = min(n, start + ID_BLOCK)
+        block_hashes(offsets, data, start, end, hs)
         for i in range(start, end):
-            h = id_hash(offsets, data, i)
-            hs[i - start] = h if h != 0 else one
-        for i in range(start, end):
-            h = hs[i - start]
-            k = h & mask
-            while True:
-                v = table[k]
-                if v == 0:
-                    table[k] = h
-                    out[i] = False
-                    break
-                if v == h:
-                    out[i] = True
-                    break
-                k = (k + one) & mask
+            out[i] = insert_was_in(table, hs[i - start])
 
 
 @njit(nogil=True, cache=True, boundscheck=False)
 def table_into(table, bigger):  # pragma: no cover - compiled; tested through analyzer.idscreen
     """Every hash of one open-addressing set added to an empty larger one."""
-    mask = np.uint64(bigger.shape[0] - 1)
-    one = np.uint64(1)
     for t in range(table.shape[0]):
-        h = table[t]
-        if h != 0:
-            k = h & mask
-            while bigger[k] != 0:
-                k = (k + one) & mask
-            bigger[k] = h
+        if table[t] != 0:
+            insert_was_in(bigger, table[t])
 
 
 @njit(nogil=True, cache=True, boundscheck=False)
 def table_to_bits(table, words, shift):  # pragma: no cover - compiled; tested through analyzer.idscreen
-    """The bit screen_ids would have set for each hash of an open-addressing set (a hash of 0 is stored as 1: the
-    same top bits)."""
-    s6, low6, one, sh = np.uint64(6), np.uint64(63), np.uint64(1), np.uint64(shift)
+    """The bit screen_ids would have set for each hash of an open-addressing set."""
+    sh = np.uint64(shift)
     for t in range(table.shape[0]):
-        h = table[t]
-        if h != 0:
-            k = h >> sh
-            words[k >> s6] |= one << (k & low6)
+        if table[t] != 0:
+            set_bit_was_set(words, table[t] >> sh)

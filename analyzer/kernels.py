@@ -108,9 +108,14 @@ def screen_ids(ids, words: np.ndarray, shift: int) -> np.ndarray:
     """For each string of a pyarrow string array, set one bit of ``words`` (uint64), chosen by the top
     ``64 - shift`` bits of a 64-bit hash of its bytes; returns whether each bit was set already
     (analyzer/idscreen.py)."""
+    return _screen(_kernels().screen_ids, ids, words, shift)
+
+
+def _screen(kernel, ids, *state) -> np.ndarray:
+    """``kernel(offsets, data, *state, seen)`` over the strings of ``ids``; returns ``seen`` (one bool per id)."""
     offsets, data = _string_buffers(ids)
     seen = np.empty(len(ids), dtype=np.bool_)
-    _kernels().screen_ids(offsets, data, words, shift, seen)
+    kernel(offsets, data, *state, seen)
     return seen
 
 
@@ -141,10 +146,7 @@ def screen_ids_exact(ids, table: np.ndarray) -> np.ndarray:
     """For each string of a pyarrow string array, whether its 64-bit hash is in ``table`` (an open-addressing set of
     uint64, 0 = empty, size a power of 2) already; every hash is added (analyzer/idscreen.py). The caller keeps
     the table's load low enough that it never fills."""
-    offsets, data = _string_buffers(ids)
-    seen = np.empty(len(ids), dtype=np.bool_)
-    _kernels().screen_ids_exact(offsets, data, table, seen)
-    return seen
+    return _screen(_kernels().screen_ids_exact, ids, table)
 
 
 def warm() -> float:

@@ -226,17 +226,11 @@ def _prefetch(*, torch: bool) -> None:
     hold the GIL for seconds against the main thread. A failure here is ignored: the same call fails again,
     with its own error, where the scan needs it."""
     from .ingest.standardize import _torch
-
-    prefetch_kernel()
-    if torch:
-        _InBackground(_torch, "import-torch")  # an error stays in the thread: the real use raises it again
-
-
-def prefetch_kernel() -> None:
-    """Load the compiled kernels in a background thread, once per process (analyzer.kernels.prefetch)."""
     from .kernels import prefetch
 
-    prefetch()
+    prefetch()  # once per process: the CLI has started it already
+    if torch:
+        _InBackground(_torch, "import-torch")  # an error stays in the thread: the real use raises it again
 
 
 def finalize(cfg, store: RunStore, reader, bank, encoder, model, *, hashes=None, timings=None, resumed=False,

@@ -162,7 +162,8 @@ class RunStore:
             self.emb_dir.mkdir(parents=True, exist_ok=True)
             # float16 vectors do not compress (zstd saves ~2%) and never repeat: plain pages, no statistics. Row
             # groups of EMBEDDING_ROW_GROUP rows whatever the batch: a reader decodes a list column a row group at
-            # a time (about 600 MB for 131,072 rows of 512-d), which set the index stage's peak RSS
+            # a time (about 600 MB for 131,072 rows of 512-d). This alone did not bring the 1M keep-embeddings
+            # peak back under 2 GB at 131,072-row batches; the smaller batch for kept vectors did (pipeline.py)
             _atomic_parquet(_embedding_part(embeddings), self.emb_dir / name, use_dictionary=False,
                             write_statistics=False, compression={"item_id": "zstd", "embedding": "none"},
                             row_group_size=EMBEDDING_ROW_GROUP)

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from ..errors import InputError
 from .images import resolve_roles
 from .schema import ColumnSpec
-from .mapped import file_size, install_bus_error_handler, map_block
+from .mapped import install_bus_error_handler, map_block
 from .streamhash import StreamHasher
 from .standardize import _list_column, as_float32, finite_rows, standardize
 
@@ -182,7 +182,7 @@ class _RowReader:
         if off != self._next:  # not the next rows in order: this read cannot fingerprint the file
             self._hashing = None
         start, nbytes = self.offset + off * row_bytes, k * row_bytes
-        size = file_size(self.fh)
+        size = _stat(self.fh)[0]
         if size < start + nbytes:
             raise InputError(f"expected {self.n} rows in {self.path.name}, got a file cut short at row "
                              f"{max(off, (size - self.offset) // row_bytes)}; re-download it")

@@ -17,7 +17,6 @@ file in a subprocess and checks the line and the status.
 from __future__ import annotations
 
 import mmap
-import os
 import signal
 import threading
 
@@ -101,8 +100,4 @@ def map_block(fh, start: int, nbytes: int) -> memoryview:
     return memoryview(m)[start - base:]
 
 
-def file_size(fh) -> int:
-    return os.fstat(fh.fileno()).st_size
-
-
-__all__ = ["BUS_ERROR_MESSAGE", "install_bus_error_handler", "map_block", "file_size"]
+__all__ = ["BUS_ERROR_MESSAGE", "install_bus_error_handler", "map_block"]
