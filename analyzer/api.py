@@ -11,9 +11,9 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from .errors import InputError
-from .ingest import ColumnSpec
-from .run import Run
+from analyzer.errors import InputError
+from analyzer.ingest import ColumnSpec
+from analyzer.run import Run
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -41,7 +41,7 @@ def scan(inputs: str | Path | Iterable[str | Path], *, out: str | Path, text_col
 
     ``index_options``: bounds of the R2 neighbour search (analyzer/index.py ``INDEX_DEFAULTS``: max_reference,
     max_queries, max_exact_pairs, nprobe, nlist, max_fit_rows, chunk_rows; docs/scaling.md)."""
-    from .pipeline import ScanConfig, run_scan
+    from analyzer.pipeline import ScanConfig, run_scan
 
     cfg = ScanConfig(inputs=_paths(inputs), out=str(out),
                      columns=_spec(text_column, id_column, url_column, source_column, embedding_column),
@@ -59,8 +59,8 @@ def tag(inputs, *, out: str | Path, text_column=None, id_column=None, url_column
     """Write ``item_id`` and, per concept, ``<c>_score``, ``<c>_screen``, ``<c>_confirm`` in input order."""
     import pyarrow.parquet as pq
 
-    from .pipeline import ScanConfig, prepare_scan, progress
-    from .tagging import tag_batch
+    from analyzer.pipeline import ScanConfig, prepare_scan, progress
+    from analyzer.tag.batch import tag_batch
 
     out = Path(out)
     if out.suffix != ".parquet":
@@ -103,8 +103,8 @@ def evaluate(labels: str | Path, *, text_column: str = "text", encoder: str = "m
     import numpy as np
     import polars as pl
 
-    from .concepts import evaluate_labels, fit_concept_model, load_bank
-    from .encoders import get_encoder
+    from analyzer.concepts import evaluate_labels, fit_concept_model, load_bank
+    from analyzer.encoders import get_encoder
 
     path = Path(labels)
     if not path.is_file():
@@ -138,8 +138,8 @@ def open_run(run: str | Path) -> Run:
 
 def report(run: str | Path, *, policy: str | None = None) -> Path:
     """Re-render report.html, report.md, figures and summary.json of a run."""
-    from .report import write_report
-    from .store import open_store
+    from analyzer.reporting import write_report
+    from analyzer.store.rundir import open_store
 
     store = open_store(run)
     write_report(store, policy=policy)
@@ -152,9 +152,9 @@ def signoff(run: str | Path, *, policy: str | Path | None = None) -> dict:
     Returns ``{"verdict": "pass"|"fail", "policy", "strategy", "items_removed", "gates": [{gate, passed,
     figure, limit, detail}, ...]}``; writes RUN/signoff.json, the verdict into summary.json and the report.
     """
-    from .report import write_report
-    from .policy import load_policy
-    from .store import open_store
+    from analyzer.reporting import write_report
+    from analyzer.policy.gates import load_policy
+    from analyzer.store.rundir import open_store
 
     store = open_store(run)
     load_policy(policy)  # malformed policy: InputError before anything is written
@@ -164,6 +164,6 @@ def signoff(run: str | Path, *, policy: str | Path | None = None) -> dict:
 
 def apply(run: str | Path, *, strategy: str, out: str | Path) -> dict:
     """Write the run's input minus ``strategy``'s removals to ``out`` (same format); returns the reconciliation."""
-    from .apply_removals import apply_strategy
+    from analyzer.recommend.apply import apply_strategy
 
     return apply_strategy(run, strategy=strategy, out=out)

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
-from .urlhash import url_digest, url_host
+from analyzer.errors import InputError
+from analyzer.hashes.urls import url_digest, url_host
 
 QUARANTINE_COLUMNS = ("item_id", "category", "reasons", "matched_hashes", "md5", "sha1", "sha256", "pdq",
                       "url_md5", "source_domain", "run_fingerprint")
@@ -312,8 +312,8 @@ def write_run_escalation(run_dir, con, *, run_fingerprint: str | None = None, th
     """
     import pyarrow.parquet as pq
 
-    from .ingest.standardize import embedding_matrix
-    from .sql import load_query
+    from analyzer.ingest.standardize import embedding_matrix
+    from analyzer.store.sql import load_query
 
     run_dir = Path(run_dir)
     if run_fingerprint is None:
@@ -334,7 +334,7 @@ def write_run_escalation(run_dir, con, *, run_fingerprint: str | None = None, th
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        from .store import DUPLICATE_ERROR
+        from analyzer.store.rundir import DUPLICATE_ERROR
 
         # ids that occur more than once (later rows are marked in items): only those need a first-occurrence
         # check while streaming, so no set of every id is held in memory

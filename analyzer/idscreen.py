@@ -56,7 +56,7 @@ class IdScreen:
         self.parts.add(int(part))
         if self.overflow or len(ids) == 0:
             return
-        from . import kernels
+        from analyzer.tag import kernel as kernels
 
         if isinstance(ids, pa.ChunkedArray):
             ids = ids.combine_chunks()
@@ -86,7 +86,7 @@ class IdScreen:
         if self.table is None:
             self.table = np.zeros(size, dtype=np.uint64)
         elif size > len(self.table):
-            from .kernels import _kernels
+            from analyzer.tag.kernel import _kernels
 
             bigger = np.zeros(size, dtype=np.uint64)
             _kernels().table_into(self.table, bigger)
@@ -94,7 +94,7 @@ class IdScreen:
 
     def _to_bits(self) -> None:
         """From hashes to bits: the bit of every hash seen so far, then one bit per id from here on."""
-        from .kernels import _kernels
+        from analyzer.tag.kernel import _kernels
 
         self.words = np.zeros(1 << (self.bits_log2 - 6), dtype=np.uint64)
         if self.table is not None:

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .partflags import flag_concepts
+from analyzer.partflags import flag_concepts
 
 HIST_BINS = 40  # equal bins over [0, 1]: the report's score distributions
 HIST_CONCEPTS = ("minor", "adult_sexual")

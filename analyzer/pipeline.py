@@ -1,7 +1,7 @@
 """The scan pipeline: ingest -> embed -> tag (parts) -> catalog -> risk -> recommend -> report.
 
 Each stage is one unit of work with a completion marker in the run directory (see store.py). The embed
-and tag stages run per record batch through :func:`analyzer.tagging.tag_batch`; an engine decides where
+and tag stages run per record batch through :func:`analyzer.tag.batch.tag_batch`; an engine decides where
 batches run (``local`` here, ``ray`` in analyzer/engines/ray_engine.py), the stages after it are the same.
 """
 from __future__ import annotations
@@ -17,11 +17,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import __version__
-from .errors import InputError
-from .ingest import ColumnSpec, open_input
-from .engines.local import _Background, _PartWriter, _write_hash_part, run_hash_parts, run_parts_local  # noqa: F401
-from .store import RunStore
+from analyzer import __version__
+from analyzer.errors import InputError
+from analyzer.ingest import ColumnSpec, open_input
+from analyzer.engines.local import _Background, _PartWriter, _write_hash_part, run_hash_parts, run_parts_local  # noqa: F401
+from analyzer.store.rundir import RunStore
 
 log = logging.getLogger("analyzer")
 
@@ -83,8 +83,8 @@ def _state(cfg: ScanConfig, reader, encoder, bank) -> dict:
 
 def prepare_scan(cfg: ScanConfig):
     """Validate everything that can be checked before the run directory is touched."""
-    from .concepts import fit_concept_model, load_bank
-    from .encoders import get_encoder
+    from analyzer.concepts import fit_concept_model, load_bank
+    from analyzer.encoders import get_encoder
 
     if cfg.batch_size is not None and cfg.batch_size < 1:
         raise InputError(f"expected --batch-size >= 1, got {cfg.batch_size}")
@@ -106,12 +106,12 @@ def prepare_scan(cfg: ScanConfig):
             "pass the --encoder that produced the embeddings"
         )
     if cfg.policy is not None:
-        from .policy import load_policy
+        from analyzer.policy.gates import load_policy
 
         load_policy(cfg.policy)  # a malformed policy is bad input before any work is done
     hashes = None
     if cfg.hash_lists:
-        from .hashes import HashMatcher, load_hash_lists
+        from analyzer.hashes.matching import HashMatcher, load_hash_lists
 
         hashes = HashMatcher(load_hash_lists(cfg.hash_lists))
     if cfg.embedding_modality is None:
@@ -144,7 +144,7 @@ def default_batch_size(reader, *, keep_embeddings: bool) -> int:
 def check_out_outside_inputs(out, inputs, files=()) -> None:
     """Refuse an output that is, holds, or lies inside an input (``--overwrite`` would delete the dataset,
     and a run written into an input folder would change it)."""
-    from .ingest import expand_paths
+    from analyzer.ingest import expand_paths
 
     o = Path(out).resolve()
     given = [Path(p).resolve() for p in expand_paths(list(inputs))]
@@ -160,7 +160,7 @@ def check_out_outside_inputs(out, inputs, files=()) -> None:
 
 def _peek_embedding_dim(reader) -> int | None:
     """Dimension of the first valid vector in the first batch (list columns declare none)."""
-    from .ingest.standardize import embedding_matrix
+    from analyzer.ingest.standardize import embedding_matrix
 
     for batch in reader.iter_batches(1024):
         mat, valid = embedding_matrix(batch.column("embedding"))
@@ -183,8 +183,8 @@ def run_scan(cfg: ScanConfig) -> Path:
     shas = _hash_inputs(reader)
     try:
         if cfg.engine == "ray":
-            from .engines.ray_engine import run_parts_ray
-            from .idscreen import clear
+            from analyzer.engines.ray_data import run_parts_ray
+            from analyzer.idscreen import clear
 
             clear(store.root / "parts")  # the parts it writes are not screened: the catalog groups every id
 
@@ -205,13 +205,13 @@ def run_scan(cfg: ScanConfig) -> Path:
 
 
 def _check_engine(cfg: ScanConfig) -> None:
-    from .index import resolve_index_options
+    from analyzer.index.build import resolve_index_options
 
     resolve_index_options(cfg.index_options)  # a bad index option fails before anything is written
     if cfg.engine not in ("local", "ray"):
         raise InputError(f"expected --engine local or ray, got {cfg.engine!r}")
     if cfg.engine == "ray":
-        from .engines.ray_options import check_options
+        from analyzer.engines.ray_options import check_options
 
         cfg.engine_options = check_options(cfg.engine_options)
     elif cfg.engine_options:
@@ -220,13 +220,13 @@ def _check_engine(cfg: ScanConfig) -> None:
 
 
 def _prefetch(*, torch: bool) -> None:
-    """Load the compiled scoring kernel (analyzer.kernels, about 0.5 s) and, when the scan will run an encoder
+    """Load the compiled scoring kernel (analyzer.tag.kernel, about 0.5 s) and, when the scan will run an encoder
     (inputs without precomputed vectors), import torch (seconds) in background threads while the scan is
     prepared. A scan of precomputed vectors with a cached concept model never imports torch: its import would
     hold the GIL for seconds against the main thread. A failure here is ignored: the same call fails again,
     with its own error, where the scan needs it."""
-    from .ingest.standardize import _torch
-    from .kernels import prefetch
+    from analyzer.ingest.standardize import _torch
+    from analyzer.tag.kernel import prefetch
 
     prefetch()  # once per process: the CLI has started it already
     if torch:
@@ -236,9 +236,9 @@ def _prefetch(*, torch: bool) -> None:
 def finalize(cfg, store: RunStore, reader, bank, encoder, model, *, hashes=None, timings=None, resumed=False,
              input_sha256=None):
     """Catalog, risk, recommendations, report. Re-run in full on resume (cheap next to the parts)."""
-    from .policy import remember_sha256
-    from .recommend import build_recommendations
-    from .risk import build_risk
+    from analyzer.policy.gates import remember_sha256
+    from analyzer.recommend.strategies import build_recommendations
+    from analyzer.risk import build_risk
 
     # the report's modules import matplotlib (about 1 s of Python) and its first figure loads fonts (0.5 s): both
     # in a thread, while DuckDB builds the catalog (DuckDB releases the GIL while a query runs)
@@ -265,7 +265,7 @@ def finalize(cfg, store: RunStore, reader, bank, encoder, model, *, hashes=None,
             con.execute("INSERT INTO runs VALUES ('index_options', ?)", [json.dumps(cfg.index_options)])
         build_risk(con, store, quiet=cfg.quiet, seed=cfg.seed)
         store.mark_stage("risk")
-        from .escalation import write_run_escalation  # RUN/escalation/: ids, hashes, source refs (0700/0600)
+        from analyzer.escalation import write_run_escalation  # RUN/escalation/: ids, hashes, source refs (0700/0600)
 
         write_run_escalation(store.root, con)
         store.mark_stage("escalation")
@@ -305,7 +305,7 @@ def finalize(cfg, store: RunStore, reader, bank, encoder, model, *, hashes=None,
 
 
 def _import_report():
-    module = importlib.import_module("analyzer.report")
+    module = importlib.import_module("analyzer.reporting")
     module.figures.warm()
     return module
 
@@ -317,7 +317,7 @@ def _hash_inputs(reader) -> "_InputHashes":
     the CPU the parts and DuckDB stages leave idle instead of competing with them (hashlib releases the GIL)."""
     import threading
 
-    from .ingest import file_sha256
+    from analyzer.ingest import file_sha256
 
     streamed = set(reader.hashed_while_reading()) if hasattr(reader, "hashed_while_reading") else set()
     others = [p for p in reader.files if p not in streamed]
@@ -341,7 +341,7 @@ class _InputHashes:
         self._reader, self._others, self._background = reader, others, background
 
     def result(self) -> list:
-        from .ingest import file_sha256
+        from analyzer.ingest import file_sha256
 
         done = dict(zip(self._others, self._background.result()))
         return [done[p] if p in done else (self._reader.streamed_sha256(p) or _sha256_or_none(p, file_sha256))

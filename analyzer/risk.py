@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 
-from .sql import load_query
+from analyzer.store.sql import load_query
 
 log = logging.getLogger("analyzer")
 
@@ -44,10 +44,10 @@ def risk_settings(con) -> dict:
 def build_risk(con, store=None, *, min_items: int = MIN_GROUP_ITEMS, quiet: bool = True, k: int = R2_K,
                bridge_share: float = BRIDGE_SHARE, seed: int = 0, n_clusters: int | None = None) -> dict:
     """Build item, neighbourhood, group and dataset risk for the scanned dataset (strategy 'none')."""
-    from .index import build_index
+    from analyzer.index.build import build_index
 
     if k < 1 or not 0 < bridge_share <= 1 or min_items < 1:
-        from .errors import InputError
+        from analyzer.errors import InputError
 
         raise InputError(f"expected k >= 1, 0 < bridge_share <= 1 and min_items >= 1, got k={k}, "
                          f"bridge_share={bridge_share}, min_items={min_items}")

@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .sql import run_query
-from .store import open_store
+from analyzer.store.sql import run_query
+from analyzer.store.rundir import open_store
 
 
 class Run:
@@ -52,7 +52,7 @@ class Run:
         """Run a query from ``queries/`` (or a .sql path) with DuckDB parameters; returns a redacted polars frame."""
         import polars as pl
 
-        from .report.redact import redact_frame
+        from analyzer.reporting.redact import redact_frame
 
         df = run_query(self.con, name_or_path, params).pl()
         if any(dt == pl.Utf8 for dt in df.schema.values()):  # by column and by value: a renamed caption too
@@ -63,11 +63,11 @@ class Run:
         """A catalog table as a polars frame (captions redacted for flagged items)."""
         import polars as pl
 
-        from .report.redact import redact_frame
+        from analyzer.reporting.redact import redact_frame
 
         tables = {r[0] for r in self.con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
         if name not in tables:
-            from .errors import InputError
+            from analyzer.errors import InputError
 
             raise InputError(f"expected a table among {sorted(tables)}, got {name!r}")
         sql = f'SELECT * FROM "{name}"' + (" LIMIT ?" if limit else "")

@@ -34,8 +34,8 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analyzer.index import StreamingKNN, build_index, iter_embeddings  # noqa: E402
-from analyzer.store import RunStore  # noqa: E402
+from analyzer.index.build import StreamingKNN, build_index, iter_embeddings  # noqa: E402
+from analyzer.store.rundir import RunStore  # noqa: E402
 
 OPS = {c: {"screen": {"threshold": 0.3}, "confirm": {"threshold": 0.8}} for c in ("minor", "adult_sexual")}
 
@@ -158,7 +158,7 @@ def main() -> None:
         out.update(check(con, store, args.check_queries))
         out["check_s"] = round(time.perf_counter() - t0, 1)
     if args.risk:
-        from analyzer.recommend import build_recommendations
+        from analyzer.recommend.strategies import build_recommendations
         from analyzer.risk import build_risk
 
         con.execute("DELETE FROM runs WHERE key = 'index_options'")

@@ -32,8 +32,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analyzer.hashes import HashMatcher, load_hash_lists  # noqa: E402
-from analyzer.pdq import PdqIndex  # noqa: E402
+from analyzer.hashes.matching import HashMatcher, load_hash_lists  # noqa: E402
+from analyzer.hashes.pdq import PdqIndex  # noqa: E402
 
 
 def _peak_rss_mb() -> float:
@@ -72,7 +72,7 @@ def _orientation_recall(n_images: int, seed: int) -> dict:
     how many each orientation mode finds within distance 31."""
     from PIL import Image, ImageDraw
 
-    from analyzer.pdq import decode_rgb, pdq_hashes
+    from analyzer.hashes.pdq import decode_rgb, pdq_hashes
 
     rng = np.random.default_rng(seed)
     dist = {"exact": [], "dihedral": []}
@@ -185,7 +185,7 @@ def main(argv=None) -> dict:
             m.match_batch(ids, [None] * len(ids), images)
             dt = time.perf_counter() - t
             result[f"images_per_s_end_to_end_{mode}"] = round(len(images) / dt, 2)
-        from analyzer.pdq import pdq_from_bytes
+        from analyzer.hashes.pdq import pdq_from_bytes
 
         t = time.perf_counter()
         for data in images:

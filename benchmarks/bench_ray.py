@@ -67,7 +67,7 @@ def make_input(out_dir: Path, rows: int, files: int, *, with_embeddings: bool, s
 
 def prepared(cfg):
     from analyzer.pipeline import _state, prepare_scan
-    from analyzer.store import RunStore
+    from analyzer.store.rundir import RunStore
 
     reader, bank, encoder, model, hashes = prepare_scan(cfg)
     store = RunStore(cfg.out)
@@ -85,7 +85,7 @@ def same_parts(a: Path, b: Path) -> bool:
 
 
 def run_workload(name, paths, tmp: Path, args, ray_opts) -> dict:
-    from analyzer.engines.ray_engine import LAST_RUN, run_parts_ray
+    from analyzer.engines.ray_data import LAST_RUN, run_parts_ray
     from analyzer.ingest import ColumnSpec
     from analyzer.pipeline import ScanConfig, run_parts_local
 
@@ -128,7 +128,7 @@ def main(argv=None) -> dict:
 
     import ray
 
-    from analyzer.engines.ray_engine import ray_session, resolve_resources
+    from analyzer.engines.ray_data import ray_session, resolve_resources
 
     ray_opts = {"local_num_cpus": args.cpus}
     if args.concurrency:

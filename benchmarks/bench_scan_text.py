@@ -7,7 +7,7 @@ upstream) when present, else neutral generated captions (objects and places). Th
 
 - ``encoder_rows_per_s``: ``encoder.encode_text`` alone, in batches of ``--batch-size`` (after a warm-up);
 - ``tag_rows_per_s``: the parts stage's per-batch work in this process: ``standardize`` +
-  :func:`analyzer.tagging.tag_batch` (encode, keyword + language features, fusion, calibrated scores, the items
+  :func:`analyzer.tag.batch.tag_batch` (encode, keyword + language features, fusion, calibrated scores, the items
   and embeddings parts), no Parquet I/O;
 - ``scan``: the real CLI, ``analyzer scan captions.parquet --out RUN -q`` in a subprocess: wall time, rows/s end to
   end (start-up, model load, catalog, risk, report included) and peak RSS, with per-stage times from the run's
@@ -66,7 +66,7 @@ def main(argv=None) -> dict:
     from analyzer.concepts import fit_concept_model, load_bank
     from analyzer.encoders import get_encoder
     from analyzer.ingest.standardize import standardize
-    from analyzer.tagging import tag_batch
+    from analyzer.tag.batch import tag_batch
 
     caps, origin = load_captions(args.rows)
     n = len(caps)

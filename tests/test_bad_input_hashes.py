@@ -1,4 +1,4 @@
-"""`analyzer hashes check-list | match | compute`: the CLI over analyzer.hashes, good and bad input.
+"""`analyzer hashes check-list | match | compute`: the CLI over analyzer.hashes.matching, good and bad input.
 
 Images are benign pictures generated here (gradients and shapes, fixed seeds); their own hashes stand in for
 a known-hash list. No model is loaded: these commands never embed or tag.
@@ -44,7 +44,7 @@ def encode(im: Image.Image, fmt: str = "PNG", **kw) -> bytes:
 @pytest.fixture()
 def dataset(tmp_path):
     """An image folder: a listed image, its rotated + re-encoded copy, an unrelated image, a corrupt file."""
-    from analyzer.hashes import item_hashes
+    from analyzer.hashes.matching import item_hashes
 
     root = tmp_path / "images"
     root.mkdir()

@@ -295,7 +295,7 @@ def tiny_clip(tmp_path_factory):
 
 
 def test_bad_image_files_are_error_rows_and_hash_lists_still_match(tmp_path, tiny_clip):
-    from analyzer.hashes import item_hashes
+    from analyzer.hashes.matching import item_hashes
 
     root = tmp_path / "images"
     root.mkdir()

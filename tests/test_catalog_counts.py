@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from analyzer.recommend import STRATEGY_DOC, build_recommendations
+from analyzer.recommend.strategies import STRATEGY_DOC, build_recommendations
 from analyzer.risk import build_risk
 from catalog_helpers import Space, item, make_store, planted_rows
 
@@ -107,7 +107,7 @@ def test_catalog_reads_the_parts_in_place_and_follows_a_moved_run(tmp_path):
     through a read-only connection, and duplicate ids keep their semantics through the view."""
     import shutil
 
-    from analyzer.store import DUPLICATE_ERROR, RunStore
+    from analyzer.store.rundir import DUPLICATE_ERROR, RunStore
 
     rows = [item(f"i{k}", f"s{k % 3}", 0.1 * (k % 10), 0.05) for k in range(120)]
     rows[70] = item("i3", "s9", 0.95, 0.05)  # a later duplicate of i3: an error row, i3 keeps its first scores
@@ -137,9 +137,9 @@ def test_catalog_reads_the_parts_in_place_and_follows_a_moved_run(tmp_path):
 
 def test_prevalence_figure_rows_equal_the_prevalence_query(built):
     """The report draws prevalence from the summary's one-pass concept counts: the same rows as the query."""
-    from analyzer.report.figures import prevalence_rows
-    from analyzer.report.summary import build_summary
-    from analyzer.sql import run_query
+    from analyzer.reporting.figures import prevalence_rows
+    from analyzer.reporting.summary import build_summary
+    from analyzer.store.sql import run_query
 
     con = built.cursor()  # its own result state: earlier tests may leave a partly fetched result on `built`
     query = run_query(con, "prevalence").fetchall()
@@ -153,7 +153,7 @@ def test_histogram_of_several_columns_in_one_pass_equals_numpy_per_column():
     import duckdb
     import numpy as np
 
-    from analyzer.report.figures import histogram
+    from analyzer.reporting.figures import histogram
 
     rng = np.random.default_rng(3)
     a, b = rng.random(5000), rng.random(5000) ** 3

@@ -319,7 +319,7 @@ def test_evaluate_labels_contract(model):
 
 
 def test_probe_examples_in_a_bank_change_the_model(bank, encoder, tmp_path):
-    from analyzer.commands.probe import build_bank_yaml
+    from analyzer.cli.probe import build_bank_yaml
 
     texts = ["a gadget review", "a widget on a desk", "a tractor", "a field"] * 3
     labels = [1, 1, 0, 0] * 3

@@ -12,7 +12,7 @@ import pytest
 
 from analyzer.errors import InputError
 from analyzer.escalation import QUARANTINE_COLUMNS, HitExpander, expand_from_hits, write_escalation_package
-from analyzer.urlhash import url_digest
+from analyzer.hashes.urls import url_digest
 
 DIM = 32
 
@@ -187,7 +187,7 @@ def test_package_from_a_run_catalog(tmp_path):
 
     from analyzer.escalation import write_run_escalation
     from analyzer.risk import build_risk
-    from analyzer.store import RunStore
+    from analyzer.store.rundir import RunStore
 
     concepts = ["minor", "adult_sexual"]
     ops = {c: {"screen": {"threshold": 0.3, "precision": 0.9, "recall": 0.9, "f1": 0.9},

@@ -15,8 +15,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 from analyzer.errors import InputError
-from analyzer.hashes import HashMatcher, item_hashes, load_hash_lists
-from analyzer.pdq import PdqIndex, decode_rgb, pdq_from_bytes
+from analyzer.hashes.matching import HashMatcher, item_hashes, load_hash_lists
+from analyzer.hashes.pdq import PdqIndex, decode_rgb, pdq_from_bytes
 
 T = Image.Transpose
 
@@ -179,7 +179,7 @@ URL_SPELLINGS = [
 @pytest.mark.parametrize("listed, item", URL_SPELLINGS)
 def test_url_list_matches_other_spellings(tmp_path, listed, item):
     plain = write(tmp_path / "urls.txt", listed.replace(" ", "%20") + "\n")
-    from analyzer.urlhash import url_digest
+    from analyzer.hashes.urls import url_digest
     hashed = write(tmp_path / "hashed.txt", url_digest(listed) + "\n")
     lists = load_hash_lists([f"url:plain={plain}", f"url:hashed={hashed}"])
     matcher = HashMatcher(lists)

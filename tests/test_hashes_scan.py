@@ -6,7 +6,7 @@ import stat
 
 import pyarrow.parquet as pq
 
-from analyzer.urlhash import url_digest
+from analyzer.hashes.urls import url_digest
 
 
 def test_scan_with_url_list_escalates_matches(tmp_path):

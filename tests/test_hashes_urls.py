@@ -6,8 +6,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from analyzer.errors import InputError
-from analyzer.hashlists import load_hash_lists, parse_spec
-from analyzer.urlhash import normalize_url, url_digest, url_host
+from analyzer.hashes.lists import load_hash_lists, parse_spec
+from analyzer.hashes.urls import normalize_url, url_digest, url_host
 
 CASES = [
     ("HTTPS://User:pw@Example.COM:443/a/./b/../c/?x=%7e%2f#frag", "http://example.com/a/c?x=~%2F"),

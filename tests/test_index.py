@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from analyzer.errors import InputError
-from analyzer.index import (INDEX_DEFAULTS, EmbeddingKMeans, IVFKNN, StreamingKNN, build_index, choose_k,
+from analyzer.index.build import (INDEX_DEFAULTS, EmbeddingKMeans, IVFKNN, StreamingKNN, build_index, choose_k,
                             describe_search, iter_embeddings, resolve_index_options)
 from catalog_helpers import Space, item, make_store, planted_rows
 

@@ -24,7 +24,7 @@ def test_wheel_contains_queries_and_banks(tmp_path):
 
 
 def test_queries_are_found_with_importlib_resources():
-    from analyzer.sql import load_query, query_names
+    from analyzer.store.sql import load_query, query_names
 
     names = query_names()
     assert {"prevalence", "both_concepts", "cooccurrence_by_source"} <= set(names)

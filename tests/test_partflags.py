@@ -44,7 +44,7 @@ def test_pack_unpack_and_sql_decode_give_back_the_flags(n_concepts, tmp_path):
 
 
 def test_catalog_refuses_parts_of_other_concepts(tmp_path):
-    from analyzer.store import _packed_flags
+    from analyzer.store.rundir import _packed_flags
 
     table, ids = _table(3)
     path = tmp_path / "part-00000.parquet"

@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from analyzer.recommend import build_recommendations
-from analyzer.report.figures import histogram
+from analyzer.recommend.strategies import build_recommendations
+from analyzer.reporting.figures import histogram
 from analyzer.risk import build_risk
-from analyzer.report.summary import build_summary
+from analyzer.reporting.summary import build_summary
 from analyzer.partstats import hist_edges
 from catalog_helpers import item, make_store
 

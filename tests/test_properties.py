@@ -85,7 +85,7 @@ def minilm_model():
 @given(caps=st.lists(st.one_of(st.none(), st.text(max_size=200), st.sampled_from(["", "   ", "\n\t", "\u3000"])),
                      min_size=1, max_size=6))
 def test_any_caption_is_tagged_or_is_an_error_row(minilm_model, caps):
-    from analyzer.tagging import tag_batch
+    from analyzer.tag.batch import tag_batch
 
     caps = [None if c is None else c.encode("utf-8", "replace").decode("utf-8") for c in caps]
     enc, model = minilm_model
@@ -116,8 +116,8 @@ MAGIC = [b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"GIF89a", b"RIFF\x00\x
 @FAST
 @given(prefix=st.sampled_from(MAGIC), body=st.binary(max_size=2048))
 def test_any_bytes_as_an_image_never_raise(prefix, body):
-    from analyzer.hashes import HashMatcher, HashLists, item_hashes
-    from analyzer.hashlists import HashList, digest_dtype
+    from analyzer.hashes.matching import HashMatcher, HashLists, item_hashes
+    from analyzer.hashes.lists import HashList, digest_dtype
     from analyzer.ingest.images import decode_image
 
     data = prefix + body
@@ -157,7 +157,7 @@ class _StubEncoder:
 @FAST
 @given(vecs=st.lists(st.one_of(st.none(), st.lists(floats, min_size=0, max_size=4)), min_size=1, max_size=10))
 def test_any_vectors_give_unit_vectors_or_error_rows(vecs):
-    from analyzer.tagging import embed_batch
+    from analyzer.tag.batch import embed_batch
 
     arr = pa.array(vecs, pa.list_(pa.float64()))
     raw = pa.RecordBatch.from_pydict({"id": [f"i{i}" for i in range(len(vecs))], "emb": arr,
@@ -196,7 +196,7 @@ def echo_sql(tmp_path_factory):
 def test_any_param_value_is_bound_as_a_value(echo_sql, value):
     import duckdb
 
-    from analyzer.sql import parse_param, run_query
+    from analyzer.store.sql import parse_param, run_query
 
     key, v = parse_param(f"v={value}")
     assert key == "v"
@@ -214,7 +214,7 @@ def test_any_param_value_is_bound_as_a_value(echo_sql, value):
 @FAST
 @given(key=st.text(max_size=30))
 def test_any_param_key_is_a_name_or_an_input_error(key):
-    from analyzer.sql import parse_param
+    from analyzer.store.sql import parse_param
 
     try:
         k, _ = parse_param(f"{key}=1")
@@ -235,7 +235,7 @@ line = st.one_of(hex32, hex32.map(str.upper), st.just(""), st.just("# comment"),
 @FAST
 @given(lines=st.lists(line, max_size=12))
 def test_any_hash_list_loads_exactly_or_is_an_input_error(lines):
-    from analyzer.hashlists import load_hash_list
+    from analyzer.hashes.lists import load_hash_list
 
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / "list.txt"
@@ -288,7 +288,7 @@ def test_any_bank_bytes_are_a_bank_or_an_input_error(data):
 @given(doc=json_like)
 def test_any_policy_document_is_a_policy_or_an_input_error(doc):
     try:
-        from analyzer.policy import parse_policy
+        from analyzer.policy.gates import parse_policy
     except ImportError:  # the module's earlier name
         from analyzer.signoff import parse_policy
     try:

@@ -7,10 +7,10 @@ import pyarrow as pa
 import pytest
 
 from analyzer.errors import InputError
-from analyzer.recommend import build_recommendations
+from analyzer.recommend.strategies import build_recommendations
 from analyzer.risk import build_risk
-from analyzer.sql import parse_param, query_params, run_query
-from analyzer.store import RunStore
+from analyzer.store.sql import parse_param, query_params, run_query
+from analyzer.store.rundir import RunStore
 
 CONCEPTS = ["minor", "adult_sexual"]
 OPS = {c: {"screen": {"threshold": 0.3, "precision": 0.9, "recall": 0.99, "f1": 0.94},

@@ -14,7 +14,7 @@ import pytest
 
 from analyzer.engines.partplan import (PlanMismatchError, Unit, batch_from_bytes, batch_to_bytes,
                                        iter_unit_batches, plan_units)
-from analyzer.engines.ray_engine import check_options, resolve_resources
+from analyzer.engines.ray_data import check_options, resolve_resources
 from analyzer.errors import InputError
 from analyzer.ingest import open_input
 from analyzer.ingest.schema import ColumnSpec
@@ -168,9 +168,9 @@ def test_stages_in_process_skip_done_parts_and_report_errors_as_rows(tmp_path):
 
     from analyzer.concepts import fit_concept_model, load_bank
     from analyzer.encoders import get_encoder
-    from analyzer.engines.ray_engine import _ingest, _TagActor
-    from analyzer.store import RunStore
-    from analyzer.tagging import tag_batch
+    from analyzer.engines.ray_data import _ingest, _TagActor
+    from analyzer.store.rundir import RunStore
+    from analyzer.tag.batch import tag_batch
     from conftest import SAMPLES
 
     reader = open_input([str(SAMPLES / "embeddings_sample.parquet")], ColumnSpec(embedding="embedding"))
@@ -264,7 +264,7 @@ def test_ray_scan_of_the_demo_sample_equals_the_local_scan(demo_run, tmp_path):
 @pytest.fixture(scope="module")
 def local_ray():
     pytest.importorskip("ray")
-    from analyzer.engines.ray_engine import ray_session
+    from analyzer.engines.ray_data import ray_session
 
     with ray_session({}, quiet=True) as (r, _):
         yield r

@@ -1,4 +1,4 @@
-"""The reader's compiled loops (analyzer.kernels): the float16 finite check, URL prefixes for the domain lookup,
+"""The reader's compiled loops (analyzer.tag.kernel): the float16 finite check, URL prefixes for the domain lookup,
 and the chunked LAION read that checks each chunk as it arrives. Each is compared with the plain numpy / Arrow
 computation it replaces."""
 from __future__ import annotations
@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from analyzer import kernels
+from analyzer.tag import kernel as kernels
 from analyzer.ingest import ColumnSpec
 from analyzer.ingest import laion, sources
 from analyzer.ingest.laion import LaionEmbeddingReader

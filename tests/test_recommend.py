@@ -5,9 +5,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from analyzer.errors import InputError
-from analyzer.recommend import STRATEGY_DOC, build_recommendations
+from analyzer.recommend.strategies import STRATEGY_DOC, build_recommendations
 from analyzer.risk import build_risk
-from analyzer.policy import parse_policy
+from analyzer.policy.gates import parse_policy
 from catalog_helpers import Space, item, make_store, planted_rows
 
 ORDER = ["r1_only", "adult_in_minor_sources", "adult_in_minor_groups", "all_adult_sexual"]

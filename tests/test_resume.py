@@ -79,7 +79,7 @@ def runs(tmp_path_factory):
     state = {"returncode": proc.returncode, "parts_before_resume": len(_markers(killed)),
              "success_before_resume": (killed / "_SUCCESS").exists(), "tmp_files": list(killed.rglob("*.tmp"))}
     with pytest.raises(RunIncompleteError):
-        from analyzer.store import open_store
+        from analyzer.store.rundir import open_store
 
         open_store(killed)
     resumed = subprocess.run(_cmd(data, killed), env=_env(), capture_output=True, text=True, timeout=600)

@@ -10,9 +10,9 @@ import math
 import pytest
 
 from analyzer.errors import InputError
-from analyzer.recommend import build_recommendations
+from analyzer.recommend.strategies import build_recommendations
 from analyzer.risk import build_risk
-from analyzer.sql import run_query
+from analyzer.store.sql import run_query
 from catalog_helpers import Space, item, make_store, planted_rows
 
 SYNTH = {f"i{k:04d}" for k in range(6)}
@@ -116,7 +116,7 @@ def test_residual_risk_after_each_strategy(planted):
 
 
 def test_run_without_embeddings_reports_r2_as_not_computed(tmp_path):
-    from analyzer.report import write_report
+    from analyzer.reporting import write_report
 
     rows = [dict(r, vec=None) for r in planted_rows(Space(seed=9))]
     store = make_store(tmp_path / "run", rows)

@@ -12,9 +12,9 @@ import yaml
 from analyzer.cli import main
 from analyzer.errors import InputError
 from analyzer.ingest import file_sha256
-from analyzer.recommend import build_recommendations
+from analyzer.recommend.strategies import build_recommendations
 from analyzer.risk import build_risk
-from analyzer.policy import default_policy_path, evaluate_policy, load_policy, parse_policy
+from analyzer.policy.gates import default_policy_path, evaluate_policy, load_policy, parse_policy
 from catalog_helpers import Space, item, make_store, planted_rows
 
 ROOT_POLICIES = default_policy_path().parent
@@ -149,7 +149,7 @@ def test_coverage_gate(catalog):
 def test_row_positions_are_contiguous_only_when_each_appears_once(monkeypatch, bitset):
     import duckdb
 
-    from analyzer import policy as policy_mod
+    from analyzer.policy import gates as policy_mod
 
     monkeypatch.setattr(policy_mod, "BITSET_ROWS", 1 << 28 if bitset else 2)  # the bitset or count(DISTINCT)
     con = duckdb.connect()

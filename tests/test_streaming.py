@@ -18,7 +18,7 @@ import pytest
 
 from analyzer.ingest.standardize import as_float16, as_float32, embedding_matrix, standardize
 from analyzer.ingest.sources import _registered_domain_direct, registered_domain
-from analyzer.store import RunStore, _embedding_part
+from analyzer.store.rundir import RunStore, _embedding_part
 
 
 class _Model:
@@ -62,7 +62,7 @@ COLS = {"id": "key", "url": "URL", "embedding": "embedding"}
 # ---- the fast path equals the general path ---------------------------------------------------------------
 
 def test_fast_path_matches_general_path_row_by_row():
-    from analyzer.tagging import tag_batch
+    from analyzer.tag.batch import tag_batch
 
     dim, n = 64, 3000  # several score blocks
     enc, model = _Encoder(dim), _Model(dim)
@@ -111,7 +111,7 @@ class _HeadModel(_Model):
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])
 def test_fused_scoring_equals_unit_vectors_then_score(dtype):
-    from analyzer.tagging import score_embeddings, unit_rows
+    from analyzer.tag.batch import score_embeddings, unit_rows
 
     dim, n = 64, 2500  # blocks of 1024: three blocks, the last one short
     rng = np.random.default_rng(5)
@@ -143,7 +143,7 @@ def test_fused_scoring_equals_unit_vectors_then_score(dtype):
 def test_fused_scoring_matches_the_fitted_concept_model():
     from analyzer.concepts import fit_concept_model, load_bank
     from analyzer.encoders import get_encoder
-    from analyzer.tagging import score_embeddings, unit_rows
+    from analyzer.tag.batch import score_embeddings, unit_rows
 
     enc = get_encoder("minilm")
     model = fit_concept_model(load_bank(), enc, seed=0)
@@ -353,7 +353,7 @@ def test_float16_batches_from_the_laion_reader_tag_like_widened_ones(tmp_path):
     widened to float32 by standardize, and a NaN row is an error row either way."""
     from analyzer.ingest import ColumnSpec
     from analyzer.ingest.laion import LaionEmbeddingReader
-    from analyzer.tagging import tag_batch
+    from analyzer.tag.batch import tag_batch
 
     dim, n = 32, 1500
     rng = np.random.default_rng(4)
@@ -391,7 +391,7 @@ def test_float16_batches_from_the_laion_reader_tag_like_widened_ones(tmp_path):
 
 
 def test_compiled_pass_equals_numpy_for_several_lane_groups_and_bad_rows():
-    from analyzer.kernels import score_rows, warm
+    from analyzer.tag.kernel import score_rows, warm
 
     assert warm() >= 0
     rng = np.random.default_rng(12)
@@ -423,7 +423,7 @@ def test_compiled_pass_equals_numpy_for_several_lane_groups_and_bad_rows():
 
 
 def test_compiled_float16_conversions_are_numpy_bit_for_bit():
-    from analyzer.kernels import narrow, widen
+    from analyzer.tag.kernel import narrow, widen
 
     rng = np.random.default_rng(4)
     x = (rng.standard_normal(1 << 18) * np.exp(rng.uniform(-25, 11, 1 << 18))).astype(np.float32)

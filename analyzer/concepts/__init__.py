@@ -9,18 +9,18 @@ Public interface (used by the pipeline, the CLI and the notebooks)::
 
 See docs/concepts.md for the bank format, the taggers, calibration and the measured figures.
 """
-from .bank import Concept, ConceptBank, ProbeData, default_bank_path, load_bank, parse_bank
-from .calibration import wilson
-from .evaluate import evaluate_by_language, evaluate_labels, evaluate_scores
-from .keywords import KeywordTagger, detect_language, detect_languages
-from .model import ConceptModel, fit_concept_model
+from analyzer.concepts.bank import Concept, ConceptBank, ProbeData, default_bank_path, load_bank, parse_bank
+from analyzer.concepts.calibration import wilson
+from analyzer.concepts.evaluate import evaluate_by_language, evaluate_labels, evaluate_scores
+from analyzer.concepts.keywords import KeywordTagger, detect_language, detect_languages
+from analyzer.concepts.model import ConceptModel, fit_concept_model
 
 
 def __getattr__(name: str):
     """``ProbeTagger`` and ``PromptTagger`` (scikit-learn estimators) load on first use: a scan that loads a
     fitted model never imports scikit-learn (2 s)."""
     if name in ("ProbeTagger", "PromptTagger"):
-        from . import taggers
+        from analyzer.concepts import taggers
 
         return getattr(taggers, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from ..errors import InputError
+from analyzer.errors import InputError
 
 LANGUAGES = ("en", "de", "fr", "es", "it", "pt", "nl")
 ROLES = ("primary", "context")

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
-from .calibration import wilson
-from .data import load_bias_rows
+from analyzer.errors import InputError
+from analyzer.concepts.calibration import wilson
+from analyzer.concepts.data import load_bias_rows
 
 TARGET_RATE = 0.02
 TARGET_GAP = 0.02

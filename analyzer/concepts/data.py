@@ -13,7 +13,7 @@ from importlib import resources
 
 import numpy as np
 
-from .bank import ConceptBank
+from analyzer.concepts.bank import ConceptBank
 
 PRIMARY = ("minor", "adult_sexual")
 

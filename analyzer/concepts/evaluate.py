@@ -5,8 +5,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import InputError
-from .calibration import auroc, point_metrics, reliability
+from analyzer.errors import InputError
+from analyzer.concepts.calibration import auroc, point_metrics, reliability
 
 
 def _bootstrap_ci(pred: np.ndarray, y: np.ndarray, B: int, seed: int) -> tuple[list, list]:

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .bank import LANGUAGES, ConceptBank
+from analyzer.concepts.bank import LANGUAGES, ConceptBank
 
 _STOP = {
     "en": "the a an and of in on with at for to is are his her their from by under over near its this while "

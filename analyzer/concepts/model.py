@@ -20,13 +20,13 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import InputError
-from .bank import ConceptBank
-from .calibration import (choose_operating_points, fit_fusion, fit_platt, logit, point_metrics,
+from analyzer.errors import InputError
+from analyzer.concepts.bank import ConceptBank
+from analyzer.concepts.calibration import (choose_operating_points, fit_fusion, fit_platt, logit, point_metrics,
                           sigmoid)
-from .data import assemble, load_training_rows
-from .evaluate import cv_report
-from .keywords import KeywordTagger, detect_languages
+from analyzer.concepts.data import assemble, load_training_rows
+from analyzer.concepts.evaluate import cv_report
+from analyzer.concepts.keywords import KeywordTagger, detect_languages
 
 MODEL_FORMAT = 4  # bump when fitting changes: invalidates the on-disk cache
 FUSION_FEATURES = ["z_en", "z_non_en", "strong_en", "strong_non_en", "weak", "non_en", "minus_counter"]
@@ -105,7 +105,7 @@ class ConceptModel:
     @property
     def encoder(self):
         if self._encoder is None:
-            from ..encoders import get_encoder
+            from analyzer.encoders import get_encoder
 
             enc = get_encoder(self.encoder_name)
             if enc.fingerprint != self.encoder_fingerprint:
@@ -203,7 +203,7 @@ class ConceptModel:
     def embedding_head(self, modality: str = "text") -> tuple[np.ndarray, np.ndarray]:
         """(W (dim, k) float32, b (k,) float32) of the embedding path: for unit rows U without captions,
         ``score(None, U, modality)[c] == sigmoid(U @ W + b)[:, j]``. Lets a caller fuse normalisation and
-        scoring block by block (analyzer.tagging.score_embeddings)."""
+        scoring block by block (analyzer.tag.batch.score_embeddings)."""
         if modality not in ("text", "image"):
             raise InputError(f"expected modality 'text' or 'image', got {modality!r}")
         self._note_modality(modality)
@@ -278,7 +278,7 @@ def _cv_logits(X, y, seed, C):
     # scikit-learn is imported where a model is fitted: a scan that loads a fitted model never imports it (2 s)
     from sklearn.model_selection import StratifiedKFold
 
-    from .taggers import ProbeTagger
+    from analyzer.concepts.taggers import ProbeTagger
 
     oof = np.zeros(len(y))
     skf = StratifiedKFold(n_splits=min(N_FOLDS, int(min(np.bincount(y)))), shuffle=True, random_state=seed)
@@ -340,7 +340,7 @@ def _fit_concept(c, texts: list[str], y: np.ndarray, source: str, encoder, seed:
     langs = detect_languages(texts)
     jj = kwt.concept_ids_.index(c.id)
     kw = kwt.transform(texts, langs)[:, jj, :]
-    from .taggers import ProbeTagger
+    from analyzer.concepts.taggers import ProbeTagger
 
     C = ProbeTagger().C
     z_oof = _cv_logits(X, y, seed, C)

@@ -7,8 +7,8 @@ Names:
 """
 from __future__ import annotations
 
-from ..errors import InputError
-from .base import Encoder, l2_normalize
+from analyzer.errors import InputError
+from analyzer.encoders.base import Encoder, l2_normalize
 
 KNOWN = ("minilm", "openclip:ARCH:PRETRAINED")
 
@@ -16,11 +16,11 @@ KNOWN = ("minilm", "openclip:ARCH:PRETRAINED")
 def get_encoder(name: str | None = None, **kwargs) -> Encoder:
     name = (name or "minilm").strip()
     if name == "minilm":
-        from .minilm import MiniLMEncoder
+        from analyzer.encoders.minilm import MiniLMEncoder
 
         return MiniLMEncoder(**kwargs)
     if name.startswith("openclip:"):
-        from .openclip import OpenClipEncoder
+        from analyzer.encoders.openclip import OpenClipEncoder
 
         parts = name.split(":", 2)
         if len(parts) != 3 or not parts[1] or not parts[2]:

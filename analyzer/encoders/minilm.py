@@ -13,8 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import InputError
-from .base import l2_normalize
+from analyzer.errors import InputError
+from analyzer.encoders.base import l2_normalize
 
 _CACHE: dict[str, object] = {}
 

@@ -29,9 +29,9 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import InputError
-from ..ingest.images import MAX_PIXELS, MAX_SIDE, decode_image
-from .base import l2_normalize
+from analyzer.errors import InputError
+from analyzer.ingest.images import MAX_PIXELS, MAX_SIDE, decode_image
+from analyzer.encoders.base import l2_normalize
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

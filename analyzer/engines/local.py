@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 def run_parts_local(cfg, reader, encoder, model, store, hashes=None) -> int:
-    from ..idscreen import IdScreen, clear
-    from ..pipeline import PREFETCH_BATCHES, progress
-    from ..tagging import tag_batch
+    from analyzer.idscreen import IdScreen, clear
+    from analyzer.pipeline import PREFETCH_BATCHES, progress
+    from analyzer.tag.batch import tag_batch
 
     total = reader.count_rows() if hasattr(reader, "count_rows") else None
     bar = progress(total, "embed+tag", quiet=cfg.quiet)
@@ -133,7 +133,7 @@ class _PartWriter:
 
 def run_hash_parts(cfg, reader, store, hashes) -> None:
     """Hash-match every batch (used after engines that only embed and tag)."""
-    from ..pipeline import progress
+    from analyzer.pipeline import progress
 
     matches_dir = store.root / "parts" / "hash_matches"
     bar = progress(reader.count_rows() if hasattr(reader, "count_rows") else None, "hash-match", quiet=cfg.quiet)

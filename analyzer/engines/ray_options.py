@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from numbers import Real
 
-from ..errors import InputError
+from analyzer.errors import InputError
 
 OPTIONS = ("address", "concurrency", "num_cpus", "num_gpus", "ingest_num_cpus", "ingest_concurrency",
            "local_num_cpus", "runtime_env", "ray_progress")

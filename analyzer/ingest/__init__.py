@@ -9,9 +9,9 @@ import glob
 import hashlib
 from pathlib import Path
 
-from ..errors import InputError
-from .schema import STANDARD_SCHEMA, STANDARD_SCHEMA_F16, ColumnSpec, make_item_id
-from .tabular import TABULAR_SUFFIXES, TabularReader
+from analyzer.errors import InputError
+from analyzer.ingest.schema import STANDARD_SCHEMA, STANDARD_SCHEMA_F16, ColumnSpec, make_item_id
+from analyzer.ingest.tabular import TABULAR_SUFFIXES, TabularReader
 
 
 def expand_paths(inputs: list[str]) -> list[Path]:
@@ -53,7 +53,7 @@ def open_input(inputs: list[str], spec: ColumnSpec | None = None):
     kind = kinds.pop()
     if kind == "tabular":
         return TabularReader(paths, spec)
-    from . import _extra_readers
+    from analyzer.ingest import dispatch as _extra_readers
 
     return _extra_readers.make(kind, paths, spec)
 
@@ -63,7 +63,7 @@ def _detect(p: Path) -> str:
         suf = p.suffix.lower()
         name = p.name.lower()
         if suf == ".parquet":
-            from .hf import is_hf_parquet
+            from analyzer.ingest.hf import is_hf_parquet
 
             return "hf" if is_hf_parquet(p) else "tabular"
         if suf in TABULAR_SUFFIXES:
@@ -76,7 +76,7 @@ def _detect(p: Path) -> str:
             f"expected .parquet, .csv, .tsv, .jsonl, .tar, .arrow or a directory, got {p}; convert the file or pass a "
             "directory"
         )
-    from . import _extra_readers
+    from analyzer.ingest import dispatch as _extra_readers
 
     return _extra_readers.detect_dir(p)
 

@@ -27,10 +27,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..errors import InputError
-from .images import MAX_BYTES, is_image_name, resolve_roles
-from .schema import ColumnSpec
-from .standardize import standardize
+from analyzer.errors import InputError
+from analyzer.ingest.images import MAX_BYTES, is_image_name, resolve_roles
+from analyzer.ingest.schema import ColumnSpec
+from analyzer.ingest.standardize import standardize
 
 IMAGE_NAMES = ("image", "img", "jpg", "jpeg", "png", "webp", "picture")
 

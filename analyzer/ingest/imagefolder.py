@@ -27,9 +27,9 @@ from typing import Iterator
 
 import pyarrow as pa
 
-from ..errors import InputError
-from .images import MAX_BYTES, RowBuilder, as_vector, is_image_name, pick_name
-from .schema import ColumnSpec
+from analyzer.errors import InputError
+from analyzer.ingest.images import MAX_BYTES, RowBuilder, as_vector, is_image_name, pick_name
+from analyzer.ingest.schema import ColumnSpec
 
 META_NAMES = ("captions.csv", "captions.jsonl", "metadata.csv", "metadata.jsonl")
 FILE_COLUMNS = ("file_name", "file", "filename", "image", "path", "image_path")

@@ -26,9 +26,9 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image, ImageOps
 
-from ..errors import InputError
-from .schema import AUTO_NAMES, STANDARD_SCHEMA, ColumnSpec
-from .sources import source_column
+from analyzer.errors import InputError
+from analyzer.ingest.schema import AUTO_NAMES, STANDARD_SCHEMA, ColumnSpec
+from analyzer.ingest.sources import source_column
 
 MAX_PIXELS = 8192 * 8192  # 67 Mpx: larger headers are refused as decompression bombs before decoding
 MAX_SIDE = 16384

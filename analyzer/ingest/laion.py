@@ -26,12 +26,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..errors import InputError
-from .images import resolve_roles
-from .schema import ColumnSpec
-from .mapped import install_bus_error_handler, map_block
-from .streamhash import StreamHasher
-from .standardize import _list_column, as_float32, finite_rows, standardize
+from analyzer.errors import InputError
+from analyzer.ingest.images import resolve_roles
+from analyzer.ingest.schema import ColumnSpec
+from analyzer.ingest.mapped import install_bus_error_handler, map_block
+from analyzer.ingest.streamhash import StreamHasher
+from analyzer.ingest.standardize import _list_column, as_float32, finite_rows, standardize
 
 _NUM_RE = re.compile(r"_(\d+)\.(?:npy|parquet)$")
 
@@ -218,7 +218,7 @@ def _embedding_column(block: np.ndarray, finite: np.ndarray | None = None) -> tu
     already known to be finite, from the read).
 
     float16 vectors (LAION's) stay float16, sharing the block's memory: the tagger's compiled pass reads them as
-    they are (analyzer.kernels), which costs less than one pass that widens the whole batch here.
+    they are (analyzer.tag.kernel), which costs less than one pass that widens the whole batch here.
     Other types become float32.
     """
     if block.dtype == np.float16:

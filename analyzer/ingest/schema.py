@@ -42,7 +42,7 @@ STANDARD_SCHEMA = pa.schema(
     ]
 )
 
-# The same columns with float16 vectors kept as they are (the tagger's compiled pass reads them, analyzer.kernels).
+# The same columns with float16 vectors kept as they are (the tagger's compiled pass reads them, analyzer.tag.kernel).
 STANDARD_SCHEMA_F16 = STANDARD_SCHEMA.set(STANDARD_SCHEMA.get_field_index("embedding"),
                                           pa.field("embedding", pa.list_(pa.float16())))
 

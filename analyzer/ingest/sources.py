@@ -34,7 +34,7 @@ def registered_domain(urls: pa.Array) -> pa.Array:
         return _registered_domain_direct(urls)
     compiled = len(urls) >= COMPILED_FROM
     if compiled:
-        from ..kernels import url_prefixes
+        from analyzer.tag.kernel import url_prefixes
 
         keys = url_prefixes(urls)
     else:

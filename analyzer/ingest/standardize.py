@@ -9,9 +9,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..errors import InputError
-from .schema import AUTO_NAMES, STANDARD_SCHEMA, STANDARD_SCHEMA_F16, ColumnSpec, make_item_id
-from .sources import source_column
+from analyzer.errors import InputError
+from analyzer.ingest.schema import AUTO_NAMES, STANDARD_SCHEMA, STANDARD_SCHEMA_F16, ColumnSpec, make_item_id
+from analyzer.ingest.sources import source_column
 
 ROLES = ("text", "id", "url", "source", "embedding")
 _TORCH_MIN_VALUES = 1 << 18  # below 512 512-d rows numpy's cast is fast enough and torch is not imported for it
@@ -307,9 +307,9 @@ def finite_rows(mat: np.ndarray) -> np.ndarray:
 
 def finite_rows_f16(mat: np.ndarray) -> np.ndarray:
     """Rows of a float16 matrix without NaN/inf: a value is non-finite when its exponent bits are all ones, so
-    ``max(bits & 0x7fff) < 0x7c00`` per row, in one compiled pass (:func:`analyzer.kernels.finite_rows16`;
+    ``max(bits & 0x7fff) < 0x7c00`` per row, in one compiled pass (:func:`analyzer.tag.kernel.finite_rows16`;
     tests compare it with numpy's ``isfinite``)."""
-    from ..kernels import finite_rows16
+    from analyzer.tag.kernel import finite_rows16
 
     return finite_rows16(mat)
 
@@ -323,7 +323,7 @@ def _embedding_column(emb) -> tuple[pa.Array, np.ndarray]:
         emb = emb.combine_chunks()
     n = len(emb)
     null = np.asarray(emb.is_null().to_numpy(zero_copy_only=False), dtype=bool)
-    # float16 vectors stay float16 (list<float16>): the tagger reads them as they are (analyzer.kernels)
+    # float16 vectors stay float16 (list<float16>): the tagger reads them as they are (analyzer.tag.kernel)
     mat, valid = embedding_matrix(emb, check_finite=False, widen=False)
     valid &= finite_rows(mat)
     bad = ~valid & ~null

@@ -16,9 +16,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from ..errors import InputError
-from .schema import AUTO_NAMES, ColumnSpec
-from .standardize import resolve_columns, standardize
+from analyzer.errors import InputError
+from analyzer.ingest.schema import AUTO_NAMES, ColumnSpec
+from analyzer.ingest.standardize import resolve_columns, standardize
 
 TABULAR_SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl",
                     ".ndjson": "jsonl", ".json": "jsonl"}

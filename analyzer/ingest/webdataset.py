@@ -29,9 +29,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import InputError
-from .images import MAX_BYTES, RowBuilder, as_vector, is_image_name, pick_name
-from .schema import ColumnSpec
+from analyzer.errors import InputError
+from analyzer.ingest.images import MAX_BYTES, RowBuilder, as_vector, is_image_name, pick_name
+from analyzer.ingest.schema import ColumnSpec
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 _KEY_RE = re.compile(r"^((?:.*/|)[^./][^.]*)\.([^/]*)$")

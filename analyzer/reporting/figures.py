@@ -1,0 +1,147 @@
+"""Matplotlib figures of the report (Agg backend; PNG files under RUN/figures/)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import NullLocator  # noqa: E402
+import numpy as np  # noqa: E402
+
+from analyzer.store.sql import run_query  # noqa: E402
+
+
+def warm() -> None:
+    """Draw and discard a small figure with what the report's figures use (text, a log axis, bars with error bars,
+    a legend), so that matplotlib's one-time costs (font loading, the math-text parser of log tick labels: about
+    0.5 s) are paid where this is called (the scan: the thread that imports this module while DuckDB builds the
+    catalog) instead of by the report's first figure."""
+    import io
+
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.hist([0.5], bins=[0.0, 1.0], weights=[10], log=True, label="a")
+    ax.barh([0], [1], xerr=[[0.1], [0.1]], capsize=2, label="b")
+    ax.set_title("warm-up")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(io.BytesIO(), format="png", dpi=110)
+    plt.close(fig)
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def prevalence_rows(summary: dict) -> list[tuple]:
+    """The rows of queries/prevalence.sql (concept, scanned, then count, rate, Wilson 95% low and high at screen
+    and at confirm) from the summary's concept counts, which build_summary has already taken in one pass: the
+    query itself reads the stacked `tags` view, one pass per concept (1.2-1.9 s at 10M rows)."""
+    from analyzer.concepts.calibration import wilson
+
+    n = summary["items_scanned"]
+    rows = []
+    for c in sorted(summary["concepts"]):
+        v = summary["concepts"][c]
+        row = [c, n]
+        for k in (v["screen"], v["confirm"]):
+            row += [k, k / n if n else None, *(wilson(k, n) if n else (None, None))]
+        rows.append(tuple(row))
+    return rows
+
+
+def prevalence(con, out: Path, rows: list[tuple] | None = None) -> Path:
+    """Concept prevalence at both points; ``rows`` as queries/prevalence.sql returns them (else it is run)."""
+    rows = run_query(con, "prevalence").fetchall() if rows is None else rows
+    names = [r[0] for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.5))
+    y = np.arange(len(names))
+    for k, (rate_i, lo_i, hi_i, label, color) in enumerate([(3, 4, 5, "screen", "#f0a35e"), (7, 8, 9, "confirm", "#c0392b")]):
+        rate = np.array([r[rate_i] or 0 for r in rows]) * 100
+        lo = np.array([r[lo_i] or 0 for r in rows]) * 100
+        hi = np.array([r[hi_i] or 0 for r in rows]) * 100
+        ax.barh(y + (k - 0.5) * 0.38, rate, height=0.36, color=color, label=label,
+                xerr=[np.maximum(rate - lo, 0), np.maximum(hi - rate, 0)], capsize=2)
+    ax.set_yticks(y, names)
+    ax.invert_yaxis()
+    ax.set_xlabel("% of scanned items (Wilson 95% interval)")
+    ax.set_title("Concept prevalence")
+    ax.legend(loc="lower right")
+    return _save(fig, out / "prevalence.png")
+
+
+def score_distributions(con, out: Path, operating_points: dict, hist: dict | None = None) -> Path:
+    """``hist``: the counts per concept over analyzer.partstats' bins (the parts' own); else one pass here."""
+    from analyzer.partstats import hist_edges
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    bins = hist_edges()
+    if hist is not None and all(c in hist for c in ("minor", "adult_sexual")):
+        both = [np.asarray(hist[c], dtype=np.int64) for c in ("minor", "adult_sexual")]
+    else:  # one pass over the scores, both concepts
+        both = histogram(con, "SELECT minor_score, adult_sexual_score FROM item_scores", bins)
+    for ax, c, counts in zip(axes, ("minor", "adult_sexual"), both):
+        # the counts drawn as ax.hist draws the scores themselves (same bars), without every score in Python
+        ax.hist(bins[:-1], bins=bins, weights=counts, color="#5b7fa6", log=True)
+        ax.yaxis.set_minor_locator(NullLocator())  # decades only: minor log ticks were a third of the drawing time
+        for point, style in (("screen", "--"), ("confirm", "-")):
+            t = operating_points.get(c, {}).get(point, {}).get("threshold")
+            if t is not None:
+                ax.axvline(t, color="#c0392b", linestyle=style, label=f"{point} {t:.2f}")
+        ax.set_title(f"{c} score")
+        ax.set_xlabel("calibrated probability")
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("items (log)")
+    return _save(fig, out / "score_distributions.png")
+
+
+def histogram(con, sql: str, bins: np.ndarray, params: list | None = None, batch_rows: int = 1 << 20) -> np.ndarray:
+    """``np.histogram`` counts of the numeric column ``sql`` (with DuckDB ``params``) returns, streamed in Arrow
+    record batches (memory bounded by the batch, not the number of rows); nulls are left out. A query of several
+    columns gives one row of counts per column (one pass over the rows for all of them)."""
+    cur = con.cursor()  # its own result: the caller may hold a partly fetched one on ``con``
+    try:
+        rel = cur.sql(sql, params=params)
+        counts = np.zeros((len(rel.columns), len(bins) - 1), dtype=np.int64)
+        for batch in rel.to_arrow_reader(batch_rows):
+            for k, col in enumerate(batch.columns):
+                vals = col.drop_null().to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+                counts[k] += np.histogram(vals, bins=bins)[0]
+    finally:
+        cur.close()
+    return counts[0] if len(counts) == 1 else counts
+
+
+def sources(con, out: Path, top: int = 15) -> Path:
+    rows = con.execute(
+        "SELECT group_id, items, minor_rate, minor_rate_lo, minor_rate_hi, adult_sexual_rate, "
+        "adult_sexual_rate_lo, adult_sexual_rate_hi, score FROM group_risk WHERE group_kind = 'source' "
+        "ORDER BY score DESC, items DESC LIMIT ?", [top]).fetchall()
+    return rate_bars(rows, out / "sources.png", labels=[f"{r[0]} (n={r[1]}, score {r[8]:.2f})" for r in rows],
+                     xlabel="% of the source's items at screen (Wilson 95% interval)",
+                     title="Co-occurrence by source (riskiest first)")
+
+
+def rate_bars(rows, path: Path, *, labels, xlabel: str, title: str) -> Path:
+    """Paired minor / adult_sexual rate bars with Wilson error bars, one row per group.
+
+    ``rows``: (group_id, items, minor_rate, lo, hi, adult_sexual_rate, lo, hi, score) tuples.
+    """
+    fig, ax = plt.subplots(figsize=(8, 0.42 * max(len(rows), 1) + 1.6))
+    y = np.arange(len(rows))
+    for k, (i, lo, hi, label, color) in enumerate([(2, 3, 4, "minor", "#3c8dbc"), (5, 6, 7, "adult_sexual", "#c0392b")]):
+        rate = np.array([r[i] or 0 for r in rows]) * 100
+        err = [np.maximum(rate - np.array([r[lo] or 0 for r in rows]) * 100, 0),
+               np.maximum(np.array([r[hi] or 0 for r in rows]) * 100 - rate, 0)]
+        ax.barh(y + (k - 0.5) * 0.38, rate, height=0.36, xerr=err, capsize=2, color=color, label=label)
+    ax.set_yticks(y, labels)
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    ax.legend(loc="lower right")
+    return _save(fig, path)
