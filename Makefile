@@ -1,4 +1,4 @@
-# make demo: set up, scan data-samples/ with the offline default model, print where the report is.
+# make demo: set up, scan data-samples/ with the default offline encoder, print where the report is.
 # make test: set up from scratch (virtual environment + every dependency) and run the test suite.
 PYTHON ?= python3
 VENV ?= .venv
@@ -6,8 +6,10 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
+# fitted concept models and the compiled kernel are cached here (explicit: without it nothing is cached)
+export ANALYZER_CACHE_DIR ?= $(CURDIR)/.cache
 
-.PHONY: setup demo test bench clean notebooks
+.PHONY: setup demo test test-fast bench clean notebooks
 
 $(BIN)/analyzer: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +28,10 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
+# the fast tier: unit tests and one small scan (under 3 minutes); `make test` runs the full suite
+test-fast: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow" tests
+
 bench: setup
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
@@ -33,4 +39,4 @@ notebooks: setup
 	$(BIN)/jupyter lab notebooks/
 
 clean:
-	rm -rf runs build dist *.egg-info
+	rm -rf runs build dist *.egg-info .cache

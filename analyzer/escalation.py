@@ -312,7 +312,7 @@ def write_run_escalation(run_dir, con, *, run_fingerprint: str | None = None, th
     """
     import pyarrow.parquet as pq
 
-    from analyzer.ingest.standardize import embedding_matrix
+    from analyzer.vectors import embedding_matrix
     from analyzer.store.sql import load_query
 
     run_dir = Path(run_dir)
@@ -323,8 +323,8 @@ def write_run_escalation(run_dir, con, *, run_fingerprint: str | None = None, th
     cols = ("item_id", "list_name", "hash_kind", "distance", "item_hash")
     matches = [dict(zip(cols, row)) for row in con.execute(load_query("escalation_matches")).fetchall()]
     r1_items, refs = [], {}
-    for item_id, hash_match, both, url, source in con.execute(load_query("escalation_items")).fetchall():
-        refs[item_id] = {"url": url, "source": source}
+    for item_id, hash_match, both, url_md5, host, source in con.execute(load_query("escalation_items")).fetchall():
+        refs[item_id] = {"url_md5": url_md5, "source_domain": host, "source": source}
         if both:
             r1_items.append({"item_id": item_id, "reasons": ["both_concepts"]})
     hit_ids = sorted({m["item_id"] for m in matches})
@@ -334,7 +334,7 @@ def write_run_escalation(run_dir, con, *, run_fingerprint: str | None = None, th
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        from analyzer.store.rundir import DUPLICATE_ERROR
+        from analyzer.store.catalog import DUPLICATE_ERROR
 
         # ids that occur more than once (later rows are marked in items): only those need a first-occurrence
         # check while streaming, so no set of every id is held in memory

@@ -4,7 +4,9 @@ Every table is built by a query in ``queries/`` so that analysts can read and re
 
 - ``item_risk``            queries/item_risk_flagged.sql (table item_risk_flagged) + queries/item_risk.sql (the view
                            over every item): R1 (both concepts at screen, or a known-hash match)
-- ``clusters``, ``flagged_neighbours``   analyzer/index.py (k-means and bounded neighbour search, joined by item_id)
+- ``clusters``, ``flagged_neighbours``   analyzer/index/ (k-means and bounded neighbour search, joined by item_id)
+- ``flagged_scanned``      queries/flagged_scanned.sql: the scanned rows with a primary concept flagged, with their
+                           cluster (read by every query below instead of all items)
 - ``group_counts``         queries/group_counts.sql: items and flags per source, shard and cluster of the scanned
                            dataset, computed once; the residual queries subtract the removed items from it
 - ``neighbourhood_risk``   queries/neighbourhood_risk.sql with strategy 'none': R2 per flagged item
@@ -54,20 +56,26 @@ def build_risk(con, store=None, *, min_items: int = MIN_GROUP_ITEMS, quiet: bool
     settings = {"min_items": int(min_items), "k": int(k), "bridge_share": float(bridge_share), "point": POINT}
     con.execute("DELETE FROM runs WHERE key = 'risk_settings'")
     con.execute("INSERT INTO runs VALUES ('risk_settings', ?)", [json.dumps(settings)])
+    # the index stage first (clusters, flagged_neighbours: analyzer/index/), then the flagged rows with their cluster
+    timings: dict = {}
+    info = build_index(con, store, seed=seed, n_clusters=n_clusters, timings=timings)
+    con.execute("DELETE FROM runs WHERE key IN ('index_info', 'index_timings')")
+    con.execute("INSERT INTO runs VALUES ('index_info', ?)", [json.dumps(info)])
+    # seconds per phase of the index stage (benchmarks/bench_scan_embeddings.py reads them); kept apart from
+    # index_info, which is a function of the data and the options only
+    con.execute("INSERT INTO runs VALUES ('index_timings', ?)",
+                [json.dumps({k: round(v, 3) for k, v in timings.items()})])
+    if not info["embeddings"]:
+        log.info("no embeddings kept: R2 and cluster R3 are not computed")
     # item_risk_flagged: the R1 / hash-matched items (the rule: queries/item_risk_flagged.sql), which every later
     # reader wants; item_risk (one row per item) is a view that adds the other scanned items to it (writing it as a
     # table cost 5 s per 10M rows; deriving the flagged rows from the full view, 1.3 s instead of 0.4 s)
-    build_flagged_scanned(con)  # the rows with a primary concept at screen, read by R1 and the strategies
+    build_flagged_scanned(con)  # the rows with a primary concept flagged and their cluster: R1, R2, R3, strategies
     con.execute(f"CREATE OR REPLACE TABLE item_risk_flagged AS {load_query('item_risk_flagged')}")
     _replace_view(con, "item_risk", load_query("item_risk"))
     # recommendations does not exist yet: the residual queries see no removals for strategy 'none'.
     con.execute("CREATE TABLE IF NOT EXISTS recommendations (strategy VARCHAR, item_id VARCHAR, action VARCHAR, "
                 "reasons VARCHAR[])")
-    info = build_index(con, store, seed=seed, n_clusters=n_clusters)
-    con.execute("DELETE FROM runs WHERE key = 'index_info'")
-    con.execute("INSERT INTO runs VALUES ('index_info', ?)", [json.dumps(info)])
-    if not info["embeddings"]:
-        log.info("no embeddings kept: R2 and cluster R3 are not computed")
     # one pass over the scanned items: the per-group counts every residual query starts from
     con.execute(f"CREATE OR REPLACE TABLE group_counts AS {load_query('group_counts')}")
     build_removed_scanned(con)
@@ -86,10 +94,12 @@ def build_risk(con, store=None, *, min_items: int = MIN_GROUP_ITEMS, quiet: bool
 
 
 def build_flagged_scanned(con, *, replace: bool = True) -> None:
-    """The table flagged_scanned (queries/flagged_scanned.sql). ``replace=False``: only where the catalog has none
-    (a catalog whose risk stage was built before the table existed)."""
-    if replace or not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = "
-                                  "'flagged_scanned' AND table_schema = 'main'").fetchone()[0]:
+    """The table flagged_scanned (queries/flagged_scanned.sql; the clusters table must exist). ``replace=False``:
+    only where the catalog has none, or one without the cluster column (a catalog whose risk stage was built
+    before)."""
+    have = {r[0] for r in con.execute("SELECT column_name FROM information_schema.columns WHERE table_name = "
+                                      "'flagged_scanned' AND table_schema = 'main'").fetchall()}
+    if replace or "cluster" not in have:
         con.execute(f"CREATE OR REPLACE TABLE flagged_scanned AS {load_query('flagged_scanned')}")
 
 

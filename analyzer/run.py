@@ -1,15 +1,41 @@
-"""A completed run opened for analysis: the object notebooks work with."""
+"""A completed run opened for analysis: the object notebooks work with.
+
+Every query path here (``query``, ``table``, the connection ``con``) checks each statement on DuckDB's parse tree
+(analyzer/store/sql.py ``check_statement``): one SELECT over the catalog's public tables and views, no table
+function, no file. In those tables the captions and URLs of flagged and never-scored items were never stored
+(analyzer/tag/batch.py ``redact``; docs/architecture.md, "Safety").
+"""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from analyzer.store.sql import run_query
+from analyzer.errors import InputError
+from analyzer.store.catalog import INTERNAL_RELATIONS
 from analyzer.store.rundir import open_store
+from analyzer.store.sql import check_statement, run_query
+
+
+class QueryConnection:
+    """The catalog connection a notebook gets (``Run.con``): ``sql`` and ``execute`` run one checked SELECT."""
+
+    def __init__(self, con):
+        self._con = con
+
+    def sql(self, query: str, params=None):
+        check_statement(self._con, query, "this query")
+        return self._con.sql(query, params=params)
+
+    def execute(self, query: str, params=None):
+        check_statement(self._con, query, "this query")
+        return self._con.execute(query, params) if params is not None else self._con.execute(query)
+
+    def close(self) -> None:
+        self._con.close()
 
 
 class Run:
-    """A complete run directory. ``query`` returns polars frames; flagged captions are redacted."""
+    """A complete run directory. ``query`` and ``table`` return polars frames."""
 
     def __init__(self, path: str | Path):
         self.store = open_store(path)
@@ -17,9 +43,9 @@ class Run:
         self._con = None
 
     @property
-    def con(self):
+    def con(self) -> QueryConnection:
         if self._con is None:
-            self._con = self.store.connect(read_only=True)
+            self._con = QueryConnection(self.store.connect(read_only=True))
         return self._con
 
     def close(self) -> None:
@@ -48,30 +74,39 @@ class Run:
 
         return yaml.safe_load((self.path / "config.resolved.yaml").read_text())
 
+    def embeddings(self, ids=None, *, chunk_rows: int = 65536):
+        """``(ids, vectors)``: the float32 unit vectors of the items ``ids`` (an iterable of item ids; None: every
+        item with a kept embedding), in the order of ``ids``, read part by part (memory holds the vectors asked for,
+        not the run's). An id without a kept embedding is left out of the result."""
+        import numpy as np
+        import pyarrow.parquet as pq
+
+        from analyzer.vectors import embedding_matrix
+
+        wanted = None if ids is None else list(dict.fromkeys(str(x) for x in ids))
+        want = None if wanted is None else set(wanted)
+        found: dict[str, np.ndarray] = {}
+        for part in self.store.embedding_parts():
+            for batch in pq.ParquetFile(part).iter_batches(batch_size=chunk_rows):
+                got = batch.column(0).to_pylist()
+                keep = [i for i, x in enumerate(got) if (want is None or x in want) and x not in found]
+                if keep:
+                    mat, _ = embedding_matrix(batch.column(1).take(keep))
+                    found.update(zip((got[i] for i in keep), mat))
+        order = [x for x in (wanted if wanted is not None else found) if x in found]
+        dim = next(iter(found.values())).shape[0] if found else 0
+        return order, (np.stack([found[x] for x in order]) if order else np.zeros((0, dim), np.float32))
+
     def query(self, name_or_path: str, **params):
-        """Run a query from ``queries/`` (or a .sql path) with DuckDB parameters; returns a redacted polars frame."""
-        import polars as pl
-
-        from analyzer.reporting.redact import redact_frame
-
-        df = run_query(self.con, name_or_path, params).pl()
-        if any(dt == pl.Utf8 for dt in df.schema.values()):  # by column and by value: a renamed caption too
-            df = redact_frame(df, self.con)
-        return df
+        """Run a query from ``queries/`` (or a .sql path) with DuckDB parameters; returns a polars frame."""
+        return run_query(self.con._con, name_or_path, params).pl()
 
     def table(self, name: str, limit: int | None = None):
-        """A catalog table as a polars frame (captions redacted for flagged items)."""
-        import polars as pl
-
-        from analyzer.reporting.redact import redact_frame
-
-        tables = {r[0] for r in self.con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        """A catalog table or view as a polars frame."""
+        tables = sorted(r[0] for r in self.con._con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'").fetchall()
+            if r[0] not in INTERNAL_RELATIONS)
         if name not in tables:
-            from analyzer.errors import InputError
-
-            raise InputError(f"expected a table among {sorted(tables)}, got {name!r}")
-        sql = f'SELECT * FROM "{name}"' + (" LIMIT ?" if limit else "")
-        df = self.con.sql(sql, params=[limit] if limit else None).pl()  # DuckDB 2: DB-API results have no .pl()
-        if any(dt == pl.Utf8 for dt in df.schema.values()):
-            df = redact_frame(df, self.con)
-        return df
+            raise InputError(f"expected a table among {tables}, got {name!r}")
+        sql = f'SELECT * FROM "{name}"' + (" LIMIT $limit" if limit else "")
+        return self.con.sql(sql, params={"limit": int(limit)} if limit else None).pl()

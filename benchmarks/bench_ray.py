@@ -66,12 +66,12 @@ def make_input(out_dir: Path, rows: int, files: int, *, with_embeddings: bool, s
 
 
 def prepared(cfg):
-    from analyzer.pipeline import _state, prepare_scan
+    from analyzer.pipeline import prepare_scan, scan_state
     from analyzer.store.rundir import RunStore
 
     reader, bank, encoder, model, hashes = prepare_scan(cfg)
     store = RunStore(cfg.out)
-    store.prepare(_state(cfg, reader, encoder, bank), overwrite=True)
+    store.prepare(scan_state(cfg, reader, encoder, bank), overwrite=True)
     (store.root / "model.json").write_text(json.dumps(model.to_dict()))
     return reader, encoder, model, store, hashes
 
@@ -86,8 +86,8 @@ def same_parts(a: Path, b: Path) -> bool:
 
 def run_workload(name, paths, tmp: Path, args, ray_opts) -> dict:
     from analyzer.engines.ray_data import LAST_RUN, run_parts_ray
-    from analyzer.ingest import ColumnSpec
-    from analyzer.pipeline import ScanConfig, run_parts_local
+    from analyzer.config import ColumnSpec, ScanConfig
+    from analyzer.engines.local import LocalEngine
 
     spec = ColumnSpec(embedding="embedding") if name == "embeddings" else ColumnSpec()
     batch_size = args.batch_size or (1024 if name == "embeddings" else 128)
@@ -99,7 +99,7 @@ def run_workload(name, paths, tmp: Path, args, ray_opts) -> dict:
         if engine == "local":
             encoder.encode_text(["warm-up"])  # the model load is not part of the rate (actors load theirs)
         t0 = time.perf_counter()
-        rows = (run_parts_local(cfg, reader, encoder, model, store, hashes) if engine == "local"
+        rows = (LocalEngine().run_parts(cfg, reader, encoder, model, store, hashes) if engine == "local"
                 else run_parts_ray(cfg, reader, encoder, model, store))
         out[engine] = {"rows": rows, "seconds": round(time.perf_counter() - t0, 2)}
         if engine == "ray":

@@ -8,7 +8,7 @@ and every chunk is timed four ways, interleaved, so that the load of a shared ma
 
 - ``matmul_f32``: the roofline, a plain float32 numpy matmul of the same shapes as the embedding path's product:
   ``E (rows x dim, float32, prepared outside the timing) @ W (dim x concepts)``;
-- ``tag_float16``: what the scan does with a float16 vector (:func:`analyzer.tag.batch.score_embeddings`): widen
+- ``tag_float16``: what the scan does with a float16 vector (:func:`analyzer.tag.scoring.score_embeddings`): widen
   to float32 block by block in cache, one compiled pass for the squared norms and the products with the concept
   weights, ``sigmoid(x @ W / |x| + b)``, and the screen/confirm decisions of every concept. The compiled kernel is
   loaded before the timing (``kernel_warmup_s``: a once-per-process cost, which a scan pays in a background thread
@@ -65,7 +65,8 @@ def run(rows: int, dim: int, chunk: int, pandas_rows: int, model, encoder, P, ow
     import pyarrow as pa
 
     from analyzer.ingest.standardize import standardize
-    from analyzer.tag.batch import score_embeddings, tag_batch
+    from analyzer.tag.batch import tag_batch
+    from analyzer.tag.scoring import score_embeddings
 
     W = np.ascontiguousarray(model.W_emb_, dtype=np.float32)
     concepts = model.concept_ids

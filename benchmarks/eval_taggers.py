@@ -1,23 +1,29 @@
 """Measure the concept taggers; prints one JSON document.
 
-    .venv/bin/python benchmarks/eval_taggers.py [--encoder minilm] [--seed 0] [--skip-external]
-        [--flickr-limit N] [--speed-rows N] [--bootstrap 1000] [--out FILE]
+    .venv/bin/python benchmarks/eval_taggers.py [--encoder e5-small+use-m3] [--seed 0] [--skip-external]
+        [--flickr-limit N] [--laion-limit N] [--speed-rows N] [--bootstrap 1000] [--out FILE]
 
 Figures:
 - cv: cross-validated figures per concept and per language on the project's own training captions
-  (by_language: the labelled language of each caption, "prompt" for the bank's prompts; precision/recall with
-  percentile-bootstrap 95% intervals).
+  (by_language: the labelled language of each caption, "prompt" for the bank's prompts; AUROC and precision/recall
+  with percentile-bootstrap 95% intervals); language_support: the measured-support rule and its decisions.
+- heldout: benchmarks/data/multilingual_eval.csv (420 captions, 21 languages, written after the training captions and
+  never trained or tuned on): AUROC (95% bootstrap CI) overall and on the issue's twelve languages (pl sv tr ru ja zh
+  ko id vi cs ar hi), screen recall on those twelve, confirm false-positive rate on the hard negatives, per language
+  AUROC and screen recall, and the language identification's accuracy on the set.
 - dev: evaluate_labels on ../shared/eval/dev_captions.csv (measurement only: never trained or tuned on),
   per language, plus two baselines (keyword lists alone; plain MiniLM prompt similarity).
 - cc3m: adult_sexual firing rate on the CC3M validation captions (target <= 0.05% at confirm).
-- flickr8k: minor agreement with the human Flickr8k captions, where the reference "depicts a minor" is the
-  bank's strict English minor keyword list (patterns minus exclusions, English only; see docs/concepts.md).
+- flickr8k: minor agreement with the human Flickr8k captions against two reference rules: ``words``, the human
+  caption names a child with a fixed list of English child nouns (FLICKR_CHILD_WORDS, independent of the bank), and
+  ``bank_patterns``, the bank's strict English minor patterns after exclusions (see docs/concepts.md).
 - laion_style: firing rates on raw LAION-style alt-text (no labels; informational).
 - bias: the bias audit summary (minor-tag rate on adult descriptions per group, per batch, and on the
   embedding path, i.e. the same captions' vectors scored without text).
 - speed: embedding-path tagging of float16 512-d vectors against a float32 numpy matmul of the same shapes.
 Flagged captions are never printed: only counts and rates.
-Embeddings of the external caption files are cached under ~/.cache/dataset-risk-analyzer/bench-emb.
+Embeddings of the external caption files are cached under CACHE_DIR/bench-emb when a cache directory is set
+(ANALYZER_CACHE_DIR); without one they are encoded on every run.
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ import csv
 import hashlib
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -41,12 +48,22 @@ from analyzer.concepts import (ConceptModel, KeywordTagger, evaluate_by_language
                                fit_concept_model, load_bank)
 from analyzer.concepts.bias import run_bias_audit  # noqa: E402
 from analyzer.concepts.calibration import auroc  # noqa: E402
-from analyzer.encoders import get_encoder  # noqa: E402
+from analyzer.encoders import DEFAULT_ENCODER, get_encoder  # noqa: E402
+
+ISSUE_LANGS = ("pl", "sv", "tr", "ru", "ja", "zh", "ko", "id", "vi", "cs", "ar", "hi")
+FLICKR_CHILD_WORDS = re.compile(r"\b(child|children|kid|kids|boy|boys|girl|girls|baby|babies|toddler|toddlers|infant|"
+                                r"infants|teen|teens|teenager|teenagers|youngster|youngsters|schoolboy|schoolboys|"
+                                r"schoolgirl|schoolgirls|schoolchildren)\b", re.IGNORECASE)
 
 
 def cached_encode(encoder, texts: list[str], tag: str) -> np.ndarray:
+    from analyzer.config import cache_dir
+
+    base = cache_dir()
+    if base is None:
+        return encoder.encode_text(texts).astype(np.float32)
     h = hashlib.sha256((encoder.name + encoder.fingerprint + "\x00".join(texts)).encode()).hexdigest()[:24]
-    d = Path(os.path.expanduser("~/.cache/dataset-risk-analyzer/bench-emb"))
+    d = base / "bench-emb"
     p = d / f"{tag}-{h}.npy"
     if p.is_file():
         return np.load(p, allow_pickle=False)
@@ -104,6 +121,52 @@ def read_tsv(name: str, col: int, limit: int | None = None) -> list[str] | None:
     return texts
 
 
+def auroc_ci(p, y, seed=0, B=1000):
+    from analyzer.concepts.evaluate import auroc_interval
+
+    return {"auroc": auroc(p, y), "ci": auroc_interval(p, y, B, seed)}
+
+
+def heldout(model, encoder, seed: int) -> dict | None:
+    """The held-out multilingual set (module docstring)."""
+    from analyzer.concepts.language import detect_languages
+
+    p = ROOT / "benchmarks" / "data" / "multilingual_eval.csv"
+    if not p.is_file():
+        return None
+    with p.open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    texts = [r["text"] for r in rows]
+    langs = np.array([r["lang"] for r in rows])
+    hard = np.array([r["note"].startswith("hard") for r in rows])
+    det = detect_languages(texts)
+    s = model.score(texts, cached_encode(encoder, texts, "heldout"))
+    m12 = np.isin(langs, ISSUE_LANGS)
+    out = {"n": len(rows), "languages": len(set(langs)), "issue_languages": list(ISSUE_LANGS),
+           "language_id_accuracy": float(np.mean([d == l for d, l in zip(det, langs)])), "concepts": {}}
+    for c in ("minor", "adult_sexual"):
+        y = np.array([int(r[c]) for r in rows])
+        sc = s[c]
+        ts, tc = (model.operating_points[c][pt]["threshold"] for pt in ("screen", "confirm"))
+        hn = (y == 0) & hard
+        per = {}
+        for L in sorted(set(langs)):
+            m = langs == L
+            per[L] = {"auroc": auroc(sc[m], y[m]), "screen_recall": float((sc[m & (y == 1)] >= ts).mean()),
+                      "confirm_recall": float((sc[m & (y == 1)] >= tc).mean()), "positives": int(y[m].sum())}
+        out["concepts"][c] = {
+            "all": auroc_ci(sc, y, seed), "issue_languages": auroc_ci(sc[m12], y[m12], seed),
+            "screen_recall": float((sc[y == 1] >= ts).mean()),
+            "screen_recall_issue_languages": float((sc[m12 & (y == 1)] >= ts).mean()),
+            "confirm_recall": float((sc[y == 1] >= tc).mean()),
+            "confirm_fpr_hard_negatives": float((sc[hn] >= tc).mean()), "hard_negatives": int(hn.sum()),
+            "screen_fpr_hard_negatives": float((sc[hn] >= ts).mean()),
+            "confirm_fp_hard_negatives_by_note": {n: int(((sc >= tc) & hn & (np.array([r["note"] for r in rows]) == n)).sum())
+                                                  for n in sorted({r["note"] for r in rows if r["note"].startswith("hard")})},
+            "by_language": per}
+    return out
+
+
 def rates(model, scores: dict) -> dict:
     out = {}
     for c in model.concept_ids:
@@ -148,11 +211,12 @@ def speed(model, rows: int, dim: int = 512, repeats: int = 5) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--encoder", default="minilm")
+    ap.add_argument("--encoder", default=DEFAULT_ENCODER)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--skip-external", action="store_true", help="skip CC3M, Flickr8k and LAION-style files")
     ap.add_argument("--flickr-limit", type=int, default=None, help="sample this many Flickr8k captions (seeded)")
+    ap.add_argument("--laion-limit", type=int, default=None, help="the first N LAION-style alt-texts (0: skip)")
     ap.add_argument("--speed-rows", type=int, default=500_000, help="rows for the speed figure (0: skip)")
     ap.add_argument("--out", help="also write the JSON here")
     a = ap.parse_args(argv)
@@ -170,6 +234,8 @@ def main(argv=None) -> int:
                                              ("precision", "recall", "f1")} for pt in ("screen", "confirm")},
                      "by_language": model.cv_report[c]["by_language"]}
                  for c in model.concept_ids}
+    res["language_support"] = model.language_support
+    res["heldout"] = heldout(model, encoder, a.seed)
     dev = read_dev()
     if dev is not None:
         texts, labels, langs = dev
@@ -193,21 +259,29 @@ def main(argv=None) -> int:
                            "meets_target": r["adult_sexual"]["confirm"]["rate"] <= 0.0005}
         fl = read_tsv("flickr8k_captions.tsv", 1, a.flickr_limit)
         if fl is not None:
-            ref = KeywordTagger(bank).compile().strict_match(fl, "minor", "en")
+            refs = {"words": np.array([bool(FLICKR_CHILD_WORDS.search(t)) for t in fl]),
+                    "bank_patterns": KeywordTagger(bank).compile().strict_match(fl, "minor", "en")}
             s = model.score(fl, cached_encode(encoder, fl, "flickr8k"))
             res["flickr8k"] = {
-                "n": len(fl), "reference_positives": int(ref.sum()),
-                "reference": "bank minor patterns (English) after exclusions, on the human caption",
-                "minor": {pt: prf(s["minor"] >= model.operating_points["minor"][pt]["threshold"], ref.astype(int))
-                          for pt in ("screen", "confirm")},
+                "n": len(fl),
+                "references": {"words": "the human caption holds an English child noun (FLICKR_CHILD_WORDS)",
+                               "bank_patterns": "bank minor patterns (English) after exclusions, on the human caption"},
+                "minor": {name: {"reference_positives": int(ref.sum()), **{
+                    pt: prf(s["minor"] >= model.operating_points["minor"][pt]["threshold"], ref.astype(int))
+                    for pt in ("screen", "confirm")}} for name, ref in refs.items()},
                 "adult_sexual": rates(model, s)["adult_sexual"], "target_minor_f1_min": 0.95}
         ls = SHARED / "external" / "laion_style_img2dataset_test_10000.parquet"
-        if ls.is_file():
+        if ls.is_file() and a.laion_limit != 0:
             import pyarrow.parquet as pq
 
-            lt = [t or "" for t in pq.read_table(ls, columns=["TEXT"]).column("TEXT").to_pylist()]
+            from analyzer.concepts.language import detect_languages
+
+            lt = [t or "" for t in pq.read_table(ls, columns=["TEXT"]).column("TEXT").to_pylist()][:a.laion_limit]
             s = model.score(lt, cached_encode(encoder, lt, "laion"))
-            res["laion_style"] = {"n": len(lt), "rates": rates(model, s)}
+            det = detect_languages(lt)
+            res["laion_style"] = {"n": len(lt), "rates": rates(model, s),
+                                  "languages": {L: det.count(L) for L in sorted(set(det), key=det.count, reverse=True)},
+                                  "not_supported": sum(not model.language_supported(L) for L in det)}
     b = run_bias_audit(model)
     res["bias"] = {pt: {"overall": v["overall"], "max_gap_points": 100 * v["max_gap"],
                         "meets_targets": v["meets_targets"], "by_batch": v["by_batch"],

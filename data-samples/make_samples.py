@@ -7,8 +7,8 @@ Writes:
   from fictional source domains with different mixes. ``mixedhost.example`` holds separate children's items
   and separate adult items (dataset-level co-presence, the riskiest source). ``synthetic-uploads.example``
   holds 8 SYNTHETIC rows: no caption, an embedding built from the minor and adult_sexual concept
-  prototypes (MiniLM space), ``synthetic = true``. They are the only items that carry both concepts.
-- embeddings_sample.parquet: ~400 rows with precomputed MiniLM embeddings for every row (6 synthetic).
+  prototypes (the default encoder's space, e5-small+use-m3), ``synthetic = true``. They are the only items that carry both concepts.
+- embeddings_sample.parquet: ~400 rows with precomputed embeddings of the default encoder for every row (6 synthetic).
 
 Fixture safety: every caption below is built from ONE category only; no caption pairs a minor with sexual
 content (tests/test_fixture_safety.py scans this file and the outputs).
@@ -202,18 +202,18 @@ def caption(cat: str, rng: random.Random) -> str | None:
 
 
 def synthetic_vectors(k: int, rng: np.random.Generator) -> np.ndarray:
-    """Unit vectors near the sum of the minor and adult_sexual prototypes (MiniLM space). SYNTHETIC."""
-    from analyzer.encoders import get_encoder
+    """Unit vectors near the sum of the minor and adult_sexual prototypes (the default encoder's space). SYNTHETIC."""
+    from analyzer.encoders import DEFAULT_ENCODER, get_encoder
 
-    enc = get_encoder("minilm")
+    enc = get_encoder(DEFAULT_ENCODER)
     pm = enc.encode_text(MINOR_PROTOTYPE_PROMPTS).mean(0)
     pa_ = enc.encode_text(ADULT_PROTOTYPE_PROMPTS).mean(0)
     pm /= np.linalg.norm(pm)
     pa_ /= np.linalg.norm(pa_)
     out = []
     for _ in range(k):
-        w = rng.uniform(0.45, 0.55)
-        v = w * pm + (1 - w) * pa_ + rng.normal(0, 0.01, size=pm.shape)
+        w = rng.uniform(0.47, 0.50)  # both concepts at their screen points in the default encoder's model
+        v = w * pm + (1 - w) * pa_ + rng.normal(0, 0.002, size=pm.shape)
         out.append(v / np.linalg.norm(v))
     return np.asarray(out, dtype=np.float32)
 
@@ -233,7 +233,7 @@ def rows_for(sources: dict, rng: random.Random) -> list[dict]:
     return rows
 
 
-def write(rows: list[dict], vectors: dict[int, np.ndarray], path: Path, dim: int = 384) -> None:
+def write(rows: list[dict], vectors: dict[int, np.ndarray], path: Path) -> None:
     emb = [vectors[i].tolist() if i in vectors else None for i in range(len(rows))]
     table = pa.table({
         "key": [r["key"] for r in rows],
@@ -253,12 +253,12 @@ def main() -> None:
     vecs = synthetic_vectors(len(synth_idx), nrng)
     write(rows, dict(zip(synth_idx, vecs)), HERE / "laion_sample.parquet")
 
-    from analyzer.encoders import get_encoder
+    from analyzer.encoders import DEFAULT_ENCODER, get_encoder
 
     small = rows_for({"stockimages.example": [("clean", 150), ("hard", 60)],
                       "kidsphotos.example": [("child", 80)], "adultvids.example": [("adult", 80)],
                       "synthetic-uploads.example": [("clean", 24), ("synthetic", 6)]}, rng)
-    enc = get_encoder("minilm")
+    enc = get_encoder(DEFAULT_ENCODER)
     synth = [i for i, r in enumerate(small) if r["synthetic"]]
     real = [i for i, r in enumerate(small) if not r["synthetic"]]
     vectors = dict(zip(real, enc.encode_text([small[i]["TEXT"] for i in real])))

@@ -12,12 +12,11 @@ WITH removed AS (
 removed_flags AS (
     SELECT s.source,
            coalesce(s.file, 'unknown') AS shard,
-           c.cluster,
+           s.cluster,
            coalesce(CASE WHEN $point = 'confirm' THEN s.minor_confirm ELSE s.minor_screen END, false) AS m,
            coalesce(CASE WHEN $point = 'confirm' THEN s.adult_sexual_confirm ELSE s.adult_sexual_screen END, false) AS a
-    FROM removed_scanned AS s  -- the scanned rows of recommended items (queries/removed_scanned.sql)
+    FROM removed_scanned AS s  -- the scanned rows of recommended items, with their cluster (removed_scanned.sql)
     SEMI JOIN removed AS r USING (item_id)
-    LEFT JOIN clusters AS c USING (item_id)
 ),
 removed_grouped AS (
     SELECT 'source' AS group_kind, source AS group_id, m, a FROM removed_flags

@@ -5,6 +5,8 @@
 -- The items removed by $strategy are left out first, as queries and as neighbours: each item's k nearest
 -- KEPT neighbours are taken from the stored list (flagged_neighbours keeps K >= k per item).
 -- The dataset rates are the scanned counts (table group_counts) minus those of the removed items.
+-- Reads recommendations, removed_scanned, group_counts, flagged_neighbours and flagged_scanned (no table of
+-- every item: at 10M rows each of the five runs of this query would otherwise join millions of rows by id).
 -- Ids and scores only, never captions. Parameters: $strategy ('none' or a strategy), $k, $bridge_share.
 WITH removed AS (
     SELECT DISTINCT item_id FROM recommendations WHERE strategy = $strategy
@@ -26,39 +28,49 @@ rates AS (
                 FROM removed_flags) AS r
 ),
 kept_neighbours AS (
+    -- the stored neighbours of kept flagged items, less the removed neighbours
     SELECT n.item_id, n.neighbour_id, n.rank, n.similarity
     FROM flagged_neighbours AS n
     ANTI JOIN removed AS r ON r.item_id = n.neighbour_id
+    ANTI JOIN removed AS q ON q.item_id = n.item_id
+),
+affected AS (
+    -- the items that lost a stored neighbour to the removals: only their kept neighbours' ranks move
+    SELECT DISTINCT n.item_id FROM flagged_neighbours AS n SEMI JOIN removed AS r ON r.item_id = n.neighbour_id
+),
+nearest AS (
+    -- each item's $k nearest kept neighbours, before anything is joined to them (stored ranks are 1, 2, ...;
+    -- the rows of the other items are not re-ranked: a window over every stored row cost 0.5-1 s at 10M rows)
+    SELECT item_id, neighbour_id, similarity
+    FROM kept_neighbours ANTI JOIN affected USING (item_id)
+    WHERE rank <= $k
+    UNION ALL
+    SELECT item_id, neighbour_id, similarity
+    FROM (SELECT n.*, row_number() OVER (PARTITION BY n.item_id ORDER BY n.rank) AS r
+          FROM kept_neighbours AS n SEMI JOIN affected USING (item_id))
+    WHERE r <= $k
+),
+per_item AS (
+    -- a neighbour carries a concept at screen only if it is in flagged_scanned (queries/flagged_scanned.sql);
+    -- every neighbour is a scanned item (the index stage reads the embeddings of scanned items only), so no
+    -- join with all of scanned is needed
+    SELECT n.item_id,
+           count(*) AS neighbours,
+           avg(CAST(coalesce(f.minor_screen, false) AS DOUBLE)) AS minor_share,
+           avg(CAST(coalesce(f.adult_sexual_screen, false) AS DOUBLE)) AS adult_share,
+           avg(n.similarity) AS mean_similarity
+    FROM nearest AS n
+    LEFT JOIN flagged_scanned AS f ON f.item_id = n.neighbour_id
+    GROUP BY n.item_id
 ),
 queries AS (
+    -- the kept items flagged at screen that have neighbours
     SELECT s.item_id,
            coalesce(s.minor_screen, false) AS m,
            coalesce(s.adult_sexual_screen, false) AS a
-    FROM scanned AS s
-    ANTI JOIN removed AS r USING (item_id)
-    WHERE (coalesce(s.minor_screen, false) OR coalesce(s.adult_sexual_screen, false))
-      AND s.item_id IN (SELECT item_id FROM kept_neighbours)
-),
-ranked AS (
-    SELECT n.item_id,
-           n.neighbour_id,
-           n.similarity,
-           coalesce(nb.minor_screen, false) AS nm,
-           coalesce(nb.adult_sexual_screen, false) AS na,
-           row_number() OVER (PARTITION BY n.item_id ORDER BY n.rank) AS r
-    FROM kept_neighbours AS n
-    SEMI JOIN queries AS q ON q.item_id = n.item_id
-    JOIN scanned AS nb ON nb.item_id = n.neighbour_id
-),
-per_item AS (
-    SELECT item_id,
-           count(*) AS neighbours,
-           avg(CAST(nm AS DOUBLE)) AS minor_share,
-           avg(CAST(na AS DOUBLE)) AS adult_share,
-           avg(similarity) AS mean_similarity
-    FROM ranked
-    WHERE r <= $k
-    GROUP BY item_id
+    FROM flagged_scanned AS s
+    SEMI JOIN per_item AS p USING (item_id)
+    WHERE coalesce(s.minor_screen, false) OR coalesce(s.adult_sexual_screen, false)
 ),
 directed AS (
     SELECT q.item_id, 'adult_to_minor' AS direction, p.neighbours, p.minor_share, p.adult_share,

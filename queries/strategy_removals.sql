@@ -8,8 +8,8 @@
 --                           (R3_SOURCE, R3_CLUSTER) + adult-side R2 bridges
 --   all_adult_sexual        + every adult_sexual item (ADULT_SEXUAL, with the codes above where they apply)
 -- The strategies nest: each removes everything the one above it removes.
--- Reads item_risk_flagged, flagged_scanned (the scanned rows with a primary concept at screen, which holds
--- every adult_sexual row), clusters, group_counts (minor items per group), neighbourhood_risk.
+-- Reads item_risk_flagged, flagged_scanned (the scanned rows with a primary concept flagged, which holds
+-- every adult_sexual row, with its cluster), group_counts (minor items per group), neighbourhood_risk.
 -- Parameters: $min_minor (minor items, at screen,
 -- that make a group one "where minors are present"; 1 = any).
 WITH r1 AS (
@@ -29,10 +29,9 @@ bridges AS (
 adult AS (
     SELECT s.item_id,
            s.source IN (SELECT source FROM minor_sources) AS in_minor_source,
-           coalesce(c.cluster IN (SELECT cluster FROM minor_clusters), false) AS in_minor_cluster,
+           coalesce(s.cluster IN (SELECT cluster FROM minor_clusters), false) AS in_minor_cluster,
            b.item_id IS NOT NULL AS bridge
     FROM flagged_scanned AS s
-    LEFT JOIN clusters AS c USING (item_id)
     LEFT JOIN bridges AS b USING (item_id)
     WHERE coalesce(s.adult_sexual_screen, false)
       AND s.item_id NOT IN (SELECT item_id FROM r1)

@@ -13,6 +13,7 @@ import pyarrow as pa
 import yaml
 
 from analyzer.store.rundir import RunStore
+from analyzer.tag.batch import redact
 
 CONCEPTS = ["minor", "adult_sexual"]
 OPS = {c: {"screen": {"threshold": 0.3, "precision": 0.9, "recall": 0.99, "f1": 0.94},
@@ -31,13 +32,16 @@ def items_part(rows, start):
            "source": [r["source"] for r in rows], "file": [r["file"] for r in rows],
            "status": [r["status"] for r in rows],
            "error": pa.array([None if r["status"] == "ok" else "bad" for r in rows], pa.string()),
-           "modality": ["text"] * n}
+           "modality": ["text"] * n, "lang": pa.nulls(n, pa.string()),
+           "assessed": [r["status"] == "ok" for r in rows],
+           "not_assessed": [None if r["status"] == "ok" else "failed" for r in rows],
+           "media_evidence": pa.nulls(n, pa.string())}
     for c in CONCEPTS:
         s = [r[c] if r["status"] == "ok" else None for r in rows]
         out[f"{c}_score"] = pa.array(s, pa.float32())
         out[f"{c}_screen"] = pa.array([None if v is None else v >= 0.3 for v in s], pa.bool_())
         out[f"{c}_confirm"] = pa.array([None if v is None else v >= 0.8 for v in s], pa.bool_())
-    return pa.table(out)
+    return redact(pa.table(out))  # the tag stage's redaction by provenance
 
 
 def emb_part(rows):

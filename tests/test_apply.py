@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import shutil
 
 import duckdb
@@ -140,7 +141,7 @@ def test_apply_that_does_not_reconcile_publishes_nothing(tmp_path, capsys):
     assert main(["apply", str(broken), "--strategy", "r1_only", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "every_manifest_id_found" in err and len(err.strip().splitlines()) == 1
-    assert sorted(p.name for p in out.iterdir()) == ["apply_report.json"]
+    assert sorted(p.name for p in out.iterdir() if p.name != ".lock") == ["apply_report.json"]  # .lock: the writer lock
     rep = json.loads((out / "apply_report.json").read_text())
     assert rep["reconciled"] is False and rep["manifest_ids_missing"] == 1
 
@@ -153,3 +154,128 @@ def test_public_functions_are_not_shadowed_by_modules():
 
     assert callable(analyzer.apply) and callable(analyzer.signoff)
     assert analyzer.apply.__module__ == "analyzer.api" and analyzer.signoff.__module__ == "analyzer.api"
+
+
+# ---- hardening (issue 16): bytes kept as they are, unparsed lines, checks before publishing, one writer ------
+
+def _csv_bytes(data) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """A CSV with a byte-order mark, CRLF line ends, bytes that are not UTF-8, a quoted line break and a doubled
+    quote, plus a blank line; returns the file and its (id, record bytes) in order."""
+    recs = []
+    for i, r in enumerate(data):
+        caption = r["caption"].encode()
+        if i % 4 == 2:
+            caption = b"caf\xe9 au lait on a " + caption  # Latin-1, not UTF-8
+        if i % 4 == 3:
+            caption = caption + b'\r\non a "quiet" morning'
+        recs.append((r["id"], r["id"].encode() + b',"' + caption.replace(b'"', b'""') + b'",' + r["url"].encode()
+                     + b"," + str(r["extra"]).encode() + b"\r\n"))
+    body = b"\xef\xbb\xbfid,caption,url,extra\r\n" + b"".join(rec for _, rec in recs[:5]) + b"\r\n" + \
+        b"".join(rec for _, rec in recs[5:])
+    return body, recs
+
+
+@pytest.fixture(scope="module")
+def csv_run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("csvbytes")
+    src = base / "data.csv"
+    body, recs = _csv_bytes(rows())
+    src.write_bytes(body)
+    scan(src, base / "run").close()
+    return base, src, recs
+
+
+def test_apply_keeps_csv_records_byte_for_byte(csv_run, tmp_path):
+    base, src, recs = csv_run
+    before = src.read_bytes()
+    rep = analyzer.apply(base / "run", strategy="all_adult_sexual", out=tmp_path / "out")
+    assert rep["reconciled"] and all(rep["checks"].values()) and rep["removed_rows"] > 0
+    removed = set(ids_of(src)) - set(ids_of(tmp_path / "out" / "data.csv"))
+    want = b"\xef\xbb\xbfid,caption,url,extra\r\n" + b"".join(rec for i, rec in recs if i not in removed)
+    assert (tmp_path / "out" / "data.csv").read_bytes() == want  # BOM, CRLF, Latin-1 bytes and quoting survive
+    assert len(removed) == rep["removed_rows"] and src.read_bytes() == before
+
+
+@pytest.fixture(scope="module")
+def jsonl_run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("jsonlbytes")
+    src = base / "data.jsonl"
+    lines = [json.dumps({"id": r["id"], "caption": r["caption"], "url": r["url"]}).encode() for r in rows(12)]
+    lines[3:3] = [b"[1, 2, 3]", b"this line is not json", b'{"id": "deep", "n": ' + b"[" * 100_000 + b"]" * 100_000
+                  + b"}"]
+    src.write_bytes(b"\n".join(lines) + b"\n")
+    scan(src, base / "run").close()
+    return base, src, lines
+
+
+def test_apply_reconciles_a_jsonl_with_lines_the_scan_could_not_parse(jsonl_run, tmp_path):
+    base, src, lines = jsonl_run
+    con = duckdb.connect(str(base / "run" / "analysis.duckdb"), read_only=True)
+    errors = con.execute("SELECT count(*) FROM items WHERE status = 'error'").fetchone()[0]
+    con.close()
+    assert errors == 3  # the scan recorded them as error rows
+    rep = analyzer.apply(base / "run", strategy="all_adult_sexual", out=tmp_path / "out")
+    assert rep["reconciled"] and all(rep["checks"].values()), rep["checks"]
+    out = (tmp_path / "out" / "data.jsonl").read_bytes().splitlines()
+    assert b"[1, 2, 3]" in out and b"this line is not json" in out and lines[5] in out  # the deep line, whole
+    assert rep["input_rows"] == len(lines) and rep["kept_rows"] == len(out) and rep["removed_rows"] > 0
+
+
+def test_a_written_file_that_differs_is_never_published(csv_run, tmp_path, monkeypatch, capsys):
+    """The read-back check can fail: a writer that drops one kept row is caught before anything is renamed."""
+    from analyzer.recommend import apply as apply_mod
+
+    base, src, _ = csv_run
+    real = apply_mod._Writer.write
+
+    def drop_first(self, rows, keep):
+        keep = keep.copy()
+        keep[int(keep.argmax())] = False
+        real(self, rows, keep)
+
+    monkeypatch.setattr(apply_mod._Writer, "write", drop_first)
+    out = tmp_path / "out"
+    assert main(["apply", str(base / "run"), "--strategy", "all_adult_sexual", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "output_ids_equal_kept_ids" in err and "output_rows_equal_kept" in err, err
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "apply_report.json"]
+    assert json.loads((out / "apply_report.json").read_text())["reconciled"] is False
+
+
+def test_no_report_before_the_checks_ran(csv_run, tmp_path, monkeypatch, capsys):
+    from analyzer.recommend import apply as apply_mod
+
+    base, _, _ = csv_run
+
+    def fail(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(apply_mod, "_read_back", fail)
+    out = tmp_path / "out"
+    assert main(["apply", str(base / "run"), "--strategy", "r1_only", "--out", str(out)]) == 2
+    assert [p.name for p in out.iterdir()] == [".lock"]  # no data file, no temporary file, no apply_report.json
+
+
+def test_a_second_apply_into_the_same_out_exits_2_naming_the_first(csv_run, tmp_path, capsys):
+    from analyzer.store.lock import writer_lock
+
+    base, _, _ = csv_run
+    out = tmp_path / "out"
+    with writer_lock(out, "apply"):
+        assert main(["apply", str(base / "run"), "--strategy", "r1_only", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f"(pid {os.getpid()}" in err and "analyzer apply" in err and len(err.strip().splitlines()) == 1
+        assert [p.name for p in out.iterdir()] == [".lock"]
+    assert main(["apply", str(base / "run"), "--strategy", "r1_only", "--out", str(out)]) == 0  # free again
+
+
+def test_a_killed_apply_leaves_files_the_next_one_removes(csv_run, tmp_path, capsys):
+    base, _, _ = csv_run
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".lock").write_text("")
+    (out / ".data.csv.k3x9q2.partial").write_bytes(b"id,caption\nhalf a fi")  # a killed apply's temporary file
+    assert main(["apply", str(base / "run"), "--strategy", "r1_only", "--out", str(out)]) == 0, capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "apply_report.json", "data.csv"]
+    (out / "notes.txt").write_text("someone else's file")
+    assert main(["apply", str(base / "run"), "--strategy", "r1_only", "--out", str(out / "..")]) == 2  # not empty

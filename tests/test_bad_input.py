@@ -99,7 +99,7 @@ def tar_add(tf: tarfile.TarFile, name: str, data: bytes = b"", **attrs) -> None:
     tf.addfile(info, io.BytesIO(data) if data else None)
 
 
-def vec(seed: int, d: int = 384) -> list[float]:
+def vec(seed: int, d: int = 896) -> list[float]:
     x = np.random.default_rng(seed).normal(size=d).astype(np.float32)
     return (x / np.linalg.norm(x)).tolist()
 
@@ -187,12 +187,12 @@ def c_embedding_list_of_strings(d: Path):
 def c_embedding_fixed_wrong_dim(d: Path):
     emb = pa.array([np.ones(7, np.float32)] * 2, pa.list_(pa.float32(), 7))
     t = pa.table({"id": ["a", "b"], "emb": emb})
-    return ["scan", write_parquet(d / "x.parquet", t), "--embedding-column", "emb"], "dimension 384"
+    return ["scan", write_parquet(d / "x.parquet", t), "--embedding-column", "emb"], "dimension 896"
 
 
 def c_embedding_variable_wrong_dim(d: Path):
     t = pa.table({"id": ["a", "b"], "emb": [vec(1, 16), vec(2, 16)]})
-    return ["scan", write_parquet(d / "x.parquet", t), "--embedding-column", "emb"], "dimension 384"
+    return ["scan", write_parquet(d / "x.parquet", t), "--embedding-column", "emb"], "dimension 896"
 
 
 def c_missing_explicit_column(d: Path):
@@ -330,19 +330,19 @@ def c_laion_pickled_npy(d: Path):
 
 
 def c_laion_rows_mismatch(d: Path):
-    return ["scan", _laion(d, np.ones((3, 384), np.float32))], "same number of rows"
+    return ["scan", _laion(d, np.ones((3, 896), np.float32))], "same number of rows"
 
 
 def c_laion_truncated_npy(d: Path):
-    root = _laion(d, np.ones((2, 384), np.float32))
+    root = _laion(d, np.ones((2, 896), np.float32))
     p = root / "img_emb" / "img_emb_0.npy"
     p.write_bytes(p.read_bytes()[:-100])
     return ["scan", root], ".npy"
 
 
 def c_laion_unpaired(d: Path):
-    root = _laion(d, np.ones((2, 384), np.float32))
-    np.save(root / "img_emb" / "img_emb_1.npy", np.ones((2, 384), np.float32))
+    root = _laion(d, np.ones((2, 896), np.float32))
+    np.save(root / "img_emb" / "img_emb_1.npy", np.ones((2, 896), np.float32))
     return ["scan", root], "unpaired"
 
 

@@ -82,7 +82,7 @@ def tabular(tmp_path_factory):
         ("ok_vec", "a red bicycle", "site-a", vec(3)),
         ("nan_vec", "a red bicycle", "site-a", nan),
         ("inf_vec", "a red bicycle", "site-a", inf),
-        ("zero_vec", "a red bicycle", "site-a", [0.0] * 384),
+        ("zero_vec", "a red bicycle", "site-a", [0.0] * 896),
         ("short_vec", "a red bicycle", "site-a", [0.5] * 10),
         ("dup", "a pine tree", "site-b", vec(4)),
         ("dup", "another pine tree", "site-b", vec(5)),

@@ -15,9 +15,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 @pytest.fixture(scope="module")
 def model():
-    from analyzer.encoders import get_encoder
+    from analyzer.encoders import DEFAULT_ENCODER, get_encoder
 
-    return fit_concept_model(load_bank(), get_encoder("minilm"), seed=0)
+    return fit_concept_model(load_bank(), get_encoder(DEFAULT_ENCODER), seed=0)
 
 
 def test_bias_audit_reports_every_group_with_intervals(model):

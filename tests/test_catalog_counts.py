@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from analyzer.recommend.strategies import STRATEGY_DOC, build_recommendations
+from analyzer.policy import build_recommendations
+from analyzer.recommend import STRATEGY_DOC
 from analyzer.risk import build_risk
 from catalog_helpers import Space, item, make_store, planted_rows
 
@@ -107,7 +108,7 @@ def test_catalog_reads_the_parts_in_place_and_follows_a_moved_run(tmp_path):
     through a read-only connection, and duplicate ids keep their semantics through the view."""
     import shutil
 
-    from analyzer.store.rundir import DUPLICATE_ERROR, RunStore
+    from analyzer.store import DUPLICATE_ERROR, RunStore
 
     rows = [item(f"i{k}", f"s{k % 3}", 0.1 * (k % 10), 0.05) for k in range(120)]
     rows[70] = item("i3", "s9", 0.95, 0.05)  # a later duplicate of i3: an error row, i3 keeps its first scores
@@ -210,3 +211,20 @@ def test_removed_scanned_holds_the_scanned_row_of_every_recommended_item_flagged
         assert {p[0] for p in plain} <= {g[0] for g in got}
     finally:
         built.execute("ROLLBACK")
+
+
+def test_catalog_finds_duplicate_ids_across_parts(tmp_path):
+    from catalog_helpers import item, make_store
+
+    rows = [item(f"i{k % 90}", f"s{k % 3}", 0.1 * (k % 10), 0.05, status="error" if k == 95 else "ok")
+            for k in range(120)]  # ids 0-29 occur twice; the later row 95 (id i5) failed
+    store = make_store(tmp_path / "run", rows, part_rows=25)
+    con = store.connect(read_only=True)
+    try:
+        failed = con.execute("SELECT row_idx, status, error FROM items WHERE status <> 'ok' ORDER BY row_idx").fetchall()
+        scored = con.execute("SELECT count(*) FROM item_scores").fetchone()[0]
+    finally:
+        con.close()
+    assert len(failed) == 30 and scored == 90
+    assert [r[0] for r in failed] == list(range(90, 120))
+    assert {r[2] for r in failed if r[0] != 95} == {"duplicate item_id (first occurrence kept)"}

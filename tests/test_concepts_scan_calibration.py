@@ -18,14 +18,15 @@ def small(tmp_path_factory):
     if not SAMPLE.is_file():
         pytest.skip("data-samples/laion_sample.parquet absent")
     p = tmp_path_factory.mktemp("cal") / "small.parquet"
-    pq.write_table(pq.read_table(SAMPLE).slice(0, 60), p)  # 384-d MiniLM vectors, one per row
+    pq.write_table(pq.read_table(SAMPLE).slice(0, 60), p)  # the default encoder's vectors, one per row
     return p
 
 
 def _scan(src, out, modality):
     import analyzer
 
-    run = analyzer.scan(src, out=out, embedding_column="embedding", embedding_modality=modality, quiet=True)
+    run = analyzer.scan(src, out=out, embedding_column="embedding", embedding_modality=modality,
+                        quiet=True)  # the sample's vectors were made with the default encoder
     root = Path(run.path)
     run.close()
     return (json.loads((root / "model.json").read_text()), json.loads((root / "summary.json").read_text()),
@@ -62,7 +63,8 @@ def test_prepare_scan_asks_for_an_image_model_when_image_files_meet_an_image_enc
     from tiny_clip import save_tiny_clip
 
     import analyzer.concepts
-    from analyzer.pipeline import ScanConfig, prepare_scan
+    from analyzer.config import ScanConfig
+    from analyzer.pipeline import prepare_scan
 
     asked = []
     monkeypatch.setattr(analyzer.concepts, "fit_concept_model",

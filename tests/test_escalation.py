@@ -13,6 +13,7 @@ import pytest
 from analyzer.errors import InputError
 from analyzer.escalation import QUARANTINE_COLUMNS, HitExpander, expand_from_hits, write_escalation_package
 from analyzer.hashes.urls import url_digest
+from analyzer.tag.batch import redact
 
 DIM = 32
 
@@ -202,7 +203,8 @@ def test_package_from_a_run_catalog(tmp_path):
     minor[7], adult[7] = 0.9, 0.9  # synthetic R1 item: scores only, no content
     cols = {"item_id": ids, "row_idx": list(range(n)), "text": [BENIGN_CAPTION] * n,
             "url": [f"https://img.example.org/p/{k}.jpg" for k in range(n)], "source": ["img.example.org"] * n,
-            "file": ["f"] * n, "status": ["ok"] * n, "error": [None] * n, "modality": ["text"] * n}
+            "file": ["f"] * n, "status": ["ok"] * n, "error": [None] * n, "modality": ["text"] * n,
+            "lang": [None] * n, "assessed": [True] * n, "not_assessed": [None] * n, "media_evidence": [None] * n}
     for c, s in (("minor", minor), ("adult_sexual", adult)):
         cols[f"{c}_score"] = pa.array(s)
         cols[f"{c}_screen"] = list(s >= 0.3)
@@ -211,7 +213,7 @@ def test_package_from_a_run_catalog(tmp_path):
         pa.array(vecs.astype(np.float16).reshape(-1), type=pa.float16()), DIM)})
     store = RunStore(tmp_path / "run")
     store.prepare({"fingerprint": "abc123"})
-    store.write_part(0, pa.table(cols), emb)
+    store.write_part(0, redact(pa.table(cols), hash_matched=frozenset({"i000"})), emb)  # matched at tag time
     store.build_catalog(concepts, run_row={"run_id": "t"}, operating_points=ops)
     con = store.connect()
     try:

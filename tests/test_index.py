@@ -297,7 +297,7 @@ def test_index_options_are_checked_and_read_from_the_catalog(tmp_path):
     assert resolve_index_options() == INDEX_DEFAULTS
     assert resolve_index_options({"max_reference": 5e5, "nprobe": None})["max_reference"] == 500_000
     for bad in ({"max_base": 3}, {"max_reference": 0}, {"nprobe": 1.5}, {"max_queries": True},
-                {"max_exact_pairs": -1}, {"nprobe": "8"}, {"nlist": 8}):
+                {"max_exact_pairs": -1}, {"nprobe": "8"}, {"nlist": 0}, {"nlist": 2.5}):
         with pytest.raises(InputError, match="index option"):
             resolve_index_options(bad)
     space = Space(seed=2)
@@ -356,7 +356,8 @@ def test_binary_embedding_parts_give_the_same_tables(tmp_path):
 
 @pytest.mark.parametrize("option", ["bogus=1", "max_reference", "max_reference=many", "nprobe=0"])
 def test_cli_rejects_a_bad_index_option_with_one_line(option, tmp_path, capsys):
-    from analyzer.cli import _index_options, main
+    from analyzer.cli import main
+    from analyzer.cli.scan import index_options as _index_options
     from conftest import SAMPLES
 
     code = main(["scan", str(SAMPLES / "embeddings_sample.parquet"), "--out", str(tmp_path / "run"),

@@ -1,5 +1,5 @@
 """Input rows read as memory maps (analyzer/ingest/mapped.py): the bytes a block maps, the size check before it,
-and the one line (exit status 2) when a mapped file is cut while the scan reads it."""
+the non-finite rows of a mapped read, and a scan whose mapped input is cut under it stays incomplete."""
 from __future__ import annotations
 
 import signal
@@ -14,8 +14,10 @@ import pytest
 
 from analyzer.errors import InputError
 from analyzer.ingest.laion import LaionEmbeddingReader
-from analyzer.ingest.mapped import BUS_ERROR_MESSAGE, map_block
+from analyzer.ingest.mapped import map_block
+from analyzer.ingest import open_input
 from analyzer.ingest.schema import ColumnSpec
+from conftest import SAMPLES
 
 
 @pytest.mark.parametrize("start,nbytes", [(0, 10), (1, 4095), (4095, 2), (4096, 4096), (5000, 9000), (12345, 0)])
@@ -53,13 +55,13 @@ def test_laion_rows_come_from_the_maps_and_a_file_cut_between_batches_is_an_inpu
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGBUS"), reason="no SIGBUS on this platform")
-def test_a_mapped_file_cut_under_the_scan_ends_it_with_one_line_and_status_2(tmp_path):
+def test_a_mapped_file_cut_under_the_map_is_named_on_stderr_by_faulthandler(tmp_path):
     p = tmp_path / "cut.bin"
     p.write_bytes(b"\x01" * (1 << 16))
     code = textwrap.dedent(f"""
-        import os, numpy as np
-        from analyzer.ingest.mapped import install_bus_error_handler, map_block
-        assert install_bus_error_handler()
+        import faulthandler, os, numpy as np
+        from analyzer.ingest.mapped import map_block
+        faulthandler.enable()  # as the analyzer command does
         fh = open({str(p)!r}, "rb")
         block = np.frombuffer(map_block(fh, 0, 1 << 16), dtype=np.uint8)
         assert block[:4096].sum() == 4096  # readable while the file is whole
@@ -68,9 +70,28 @@ def test_a_mapped_file_cut_under_the_scan_ends_it_with_one_line_and_status_2(tmp
         print("not reached")
     """)
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert res.returncode == 2, (res.returncode, res.stderr[-2000:])
-    assert res.stderr == BUS_ERROR_MESSAGE
-    assert "not reached" not in res.stdout and "Traceback" not in res.stderr
+    assert res.returncode == -signal.SIGBUS, (res.returncode, res.stderr[-2000:])
+    assert "Bus error" in res.stderr and "not reached" not in res.stdout
+
+
+@pytest.mark.parametrize("batch", [1, 3, 7, 1000])
+def test_laion_mapped_read_flags_the_non_finite_rows(tmp_path, batch):
+    dim, rows = 24, 50
+    (tmp_path / "img_emb").mkdir()
+    (tmp_path / "metadata").mkdir()
+    v = np.random.default_rng(2).standard_normal((rows, dim)).astype(np.float16)
+    bad = [0, 2, 3, 17, 48, 49]
+    for r in bad:
+        v[r, r % dim] = np.nan if r % 2 else np.inf
+    np.save(tmp_path / "img_emb" / "img_emb_0.npy", v)
+    pq.write_table(pa.table({"key": [f"k{i}" for i in range(rows)]}), tmp_path / "metadata" / "metadata_0.parquet")
+    batches = list(LaionEmbeddingReader([tmp_path], ColumnSpec()).iter_batches(batch))
+    status = [s for b in batches for s in b.column(b.schema.get_field_index("status")).to_pylist()]
+    assert [i for i, s in enumerate(status) if s != "ok"] == bad
+    got = [e for b in batches for e in b.column(b.schema.get_field_index("embedding")).to_pylist()]
+    assert all(got[i] is None for i in bad)
+    assert np.array_equal(np.array([got[i] for i in range(rows) if i not in bad], dtype=np.float16),
+                          np.delete(v, bad, axis=0))
 
 
 @pytest.mark.parametrize("keep,want", [(True, 32768), (False, 131072)])
@@ -80,4 +101,5 @@ def test_default_batch_for_precomputed_vectors_depends_on_keeping_them(tmp_path,
     _laion(tmp_path)
     reader = LaionEmbeddingReader([tmp_path], ColumnSpec())
     assert default_batch_size(reader, keep_embeddings=keep) == want
-    assert default_batch_size(object(), keep_embeddings=keep) == DEFAULT_BATCH_SIZE  # rows embedded here
+    text_only = open_input([str(SAMPLES / "laion_sample.parquet")])  # no --embedding-column: rows embedded here
+    assert default_batch_size(text_only, keep_embeddings=keep) == DEFAULT_BATCH_SIZE

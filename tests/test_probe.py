@@ -39,9 +39,9 @@ def test_probe_fit_writes_a_bank_that_scans_accept(tmp_path, capsys):
     assert len(raw["probes"][0]["source_sha256"]) == 64
     bank = load_bank(out)
     assert bank.concept_ids[:2] == ["minor", "adult_sexual"] and "typewriter" in bank.concept_ids
-    from analyzer.encoders import get_encoder
+    from analyzer.encoders import DEFAULT_ENCODER, get_encoder
 
-    m = fit_concept_model(bank, get_encoder("minilm"), seed=0)
+    m = fit_concept_model(bank, get_encoder(DEFAULT_ENCODER), seed=0)
     s = m.score(["An antique typewriter in a shop window", "A bowl of salad"], None)["typewriter"]
     assert s[0] > s[1]
 

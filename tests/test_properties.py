@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from analyzer.errors import InputError
 from analyzer.ingest.schema import make_item_id
 from analyzer.ingest.standardize import standardize
+from model_stubs import CoverageStub
 
 FAST = settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 SLOW = settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
@@ -142,7 +143,7 @@ floats = st.floats(allow_nan=True, allow_infinity=True, width=64)
 
 
 class _StubEncoder:
-    """Only the shape of an encoder: embed_batch must not need it for rows that carry a vector."""
+    """Only the shape of an encoder: tag_batch must not need it for rows that carry a vector."""
 
     name, supports_images = "stub", False
 
@@ -153,11 +154,29 @@ class _StubEncoder:
         return np.full((len(texts), self.dim), 1.0 / np.sqrt(self.dim), np.float32)
 
 
+class _LinearModel(CoverageStub):
+    """A linear concept model (the fused path's protocol: score and embedding_head)."""
+
+    concept_ids = ["minor", "adult_sexual"]
+    operating_points = {c: {"screen": {"threshold": 0.3}, "confirm": {"threshold": 0.8}} for c in concept_ids}
+
+    def __init__(self, dim):
+        self.W, self.b = np.ones((dim, 2), np.float32) / dim, np.zeros(2, np.float32)
+
+    def embedding_head(self, modality="text"):
+        return self.W, self.b
+
+    def score(self, texts, embeddings, modality="text"):
+        z = np.asarray(embeddings, np.float32) @ self.W + self.b
+        return {c: 1.0 / (1.0 + np.exp(-z[:, j].astype(np.float64))) for j, c in enumerate(self.concept_ids)}
+
+
 @pytest.mark.filterwarnings("error::RuntimeWarning")  # inf - inf or overflow must not print warnings on stderr
 @FAST
 @given(vecs=st.lists(st.one_of(st.none(), st.lists(floats, min_size=0, max_size=4)), min_size=1, max_size=10))
 def test_any_vectors_give_unit_vectors_or_error_rows(vecs):
-    from analyzer.tag.batch import embed_batch
+    from analyzer.tag.batch import tag_batch
+    from analyzer.vectors import embedding_matrix
 
     arr = pa.array(vecs, pa.list_(pa.float64()))
     raw = pa.RecordBatch.from_pydict({"id": [f"i{i}" for i in range(len(vecs))], "emb": arr,
@@ -173,12 +192,15 @@ def test_any_vectors_give_unit_vectors_or_error_rows(vecs):
         assert status[i] == ("error" if bad else "ok"), (v, d, batch.column("error")[i])
     if d == 0:
         return
-    mat, ok, modality, errors = embed_batch(batch, _StubEncoder(d), embedding_modality="text")
-    for i, v in enumerate(vecs):
-        if ok[i]:
-            assert np.isfinite(mat[i]).all() and abs(float(np.linalg.norm(mat[i])) - 1.0) < 1e-3, (v, mat[i])
-        else:
-            assert errors[i]
+    items, emb = tag_batch(batch, _StubEncoder(d), _LinearModel(d), embedding_modality="text")
+    ok = [s == "ok" for s in items.column("status").to_pylist()]
+    errors = items.column("error").to_pylist()
+    assert all(errors[i] for i in range(len(vecs)) if not ok[i])
+    if emb is not None:
+        assert emb.column("item_id").to_pylist() == [f"i{i}" for i in range(len(vecs)) if ok[i]]
+        mat, valid = embedding_matrix(emb.column("embedding"))
+        assert valid.all() and np.isfinite(mat).all()
+        np.testing.assert_allclose(np.linalg.norm(mat, axis=1), 1.0, atol=2e-3)
 
 
 # ---- query parameters ------------------------------------------------------------------------------------

@@ -7,10 +7,11 @@ import pyarrow as pa
 import pytest
 
 from analyzer.errors import InputError
-from analyzer.recommend.strategies import build_recommendations
+from analyzer.policy import build_recommendations
 from analyzer.risk import build_risk
 from analyzer.store.sql import parse_param, query_params, run_query
 from analyzer.store.rundir import RunStore
+from analyzer.tag.batch import redact
 
 CONCEPTS = ["minor", "adult_sexual"]
 OPS = {c: {"screen": {"threshold": 0.3, "precision": 0.9, "recall": 0.99, "f1": 0.94},
@@ -22,13 +23,16 @@ def _part(rows):
     n = len(rows)
     out = {"item_id": cols["item_id"], "row_idx": cols["row_idx"], "text": [None] * n, "url": [None] * n,
            "source": cols["source"], "file": ["f"] * n, "status": [r.get("status", "ok") for r in rows],
-           "error": [None] * n, "modality": ["text"] * n}
+           "error": [None] * n, "modality": ["text"] * n, "lang": [None] * n,
+           "assessed": [r.get("status", "ok") == "ok" for r in rows],
+           "not_assessed": [None if r.get("status", "ok") == "ok" else "failed" for r in rows],
+           "media_evidence": [None] * n}
     for c in CONCEPTS:
         s = [r[c] for r in rows]
         out[f"{c}_score"] = pa.array(s, pa.float32())
         out[f"{c}_screen"] = [v >= 0.3 for v in s]
         out[f"{c}_confirm"] = [v >= 0.8 for v in s]
-    return pa.table(out)
+    return redact(pa.table(out))
 
 
 @pytest.fixture()

@@ -18,7 +18,6 @@ from analyzer.engines.ray_data import check_options, resolve_resources
 from analyzer.errors import InputError
 from analyzer.ingest import open_input
 from analyzer.ingest.schema import ColumnSpec
-from analyzer.partflags import unpack
 
 TABLES = {  # catalog table -> ordering key
     "items": "row_idx", "item_scores": "item_id", "tags": "item_id, concept", "item_risk": "item_id",
@@ -168,7 +167,7 @@ def test_stages_in_process_skip_done_parts_and_report_errors_as_rows(tmp_path):
 
     from analyzer.concepts import fit_concept_model, load_bank
     from analyzer.encoders import get_encoder
-    from analyzer.engines.ray_data import _ingest, _TagActor
+    from analyzer.engines.ray_data import ingest_units, TagActor
     from analyzer.store.rundir import RunStore
     from analyzer.tag.batch import tag_batch
     from conftest import SAMPLES
@@ -182,18 +181,18 @@ def test_stages_in_process_skip_done_parts_and_report_errors_as_rows(tmp_path):
     text = json.dumps(model.to_dict())
     (store.root / "model.json").write_text(text)
     (store.markers / "part-00001.done").write_text("{}")  # part 1 is done already
-    msgs = list(_ingest(pa.table({"unit": [0]}), units=units, batch_size=150, root=str(store.root)))
+    msgs = list(ingest_units(pa.table({"unit": [0]}), units=units, batch_size=150, root=str(store.root)))
     assert [(m["part"][0].as_py(), m["rows"][0].as_py(), m["skipped"][0].as_py()) for m in msgs] == [
         (0, 150, False), (1, 150, True), (2, 100, False)]
     assert msgs[1]["data"][0].as_py() is None
     sha = hashlib.sha256(text.encode()).hexdigest()
-    actor = _TagActor("minilm", enc.fingerprint, sha, str(store.root), "text", True)
+    actor = TagActor("minilm", enc.fingerprint, sha, str(store.root), "text", True)
     done = actor(pa.concat_tables(msgs))
     assert done.column("error").null_count == 3 and done.column("part").to_pylist() == [0, 1, 2]
     assert sorted(p.name for p in store.items_dir.glob("*.parquet")) == ["part-00000.parquet", "part-00002.parquet"]
     want, _ = tag_batch(list(reader.iter_batches(150))[2], enc, model, embedding_modality="text")
-    assert unpack(pq.read_table(store.items_dir / "part-00002.parquet")).equals(want)
-    stale = _TagActor("minilm", enc.fingerprint, "0" * 64, str(store.root), "text", True)  # another model.json
+    assert pq.read_table(store.items_dir / "part-00002.parquet").equals(want)
+    stale = TagActor("minilm", enc.fingerprint, "0" * 64, str(store.root), "text", True)  # another model.json
     errs = stale(pa.concat_tables(msgs)).column("error").to_pylist()
     assert errs[1] is None and all(e and e.startswith("expected") for e in (errs[0], errs[2]))
 
@@ -275,13 +274,13 @@ def test_ray_multi_file_scan_with_hash_list_and_resume(local_ray, tmp_path):
     import analyzer
     from conftest import SAMPLES
 
-    from analyzer.concepts.bank import _read_default_bytes
+    from analyzer.concepts.bank import default_bank_path
 
     paths = _split_sample(SAMPLES / "embeddings_sample.parquet", tmp_path, cuts=[130, 131, 300])
     urls = pq.read_table(paths[0], columns=["URL"]).column("URL").to_pylist()
     (tmp_path / "urls.txt").write_text(f"{urls[3]}\n{urls[77]}\n")
     bank = tmp_path / "bank.yaml"  # one copy of the packaged bank for every scan of this test
-    bank.write_bytes(_read_default_bytes()[0])
+    bank.write_bytes(default_bank_path().read_bytes())
     kw = dict(embedding_column="embedding", embedding_modality="text", batch_size=64, quiet=True,
               hash_lists=[f"url:known={tmp_path / 'urls.txt'}"], bank=str(bank))
     local = analyzer.scan([str(p) for p in paths], out=tmp_path / "local", **kw)

@@ -5,7 +5,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from analyzer.errors import InputError
-from analyzer.recommend.strategies import STRATEGY_DOC, build_recommendations
+from analyzer.policy import build_recommendations
+from analyzer.recommend import STRATEGY_DOC
 from analyzer.risk import build_risk
 from analyzer.policy.gates import parse_policy
 from catalog_helpers import Space, item, make_store, planted_rows

@@ -69,13 +69,15 @@ def runs(tmp_path_factory):
     subprocess.run(_cmd(data, full), env=_env(), check=True, capture_output=True, timeout=600)
 
     proc = subprocess.Popen(_cmd(data, killed), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    while not _markers(killed):
-        assert proc.poll() is None, "the scan ended before writing its first part marker: " + proc.stderr.read().decode()
-        assert time.monotonic() < deadline, "no part marker after 300 s"
-        time.sleep(0.01)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=60)
+    try:
+        deadline = time.monotonic() + 600
+        while not _markers(killed):
+            assert proc.poll() is None, "the scan ended before its first part marker: " + proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "no part marker after 600 s"
+            time.sleep(0.01)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)  # also when an assertion failed: no scan is left running
+        proc.wait(timeout=60)
     state = {"returncode": proc.returncode, "parts_before_resume": len(_markers(killed)),
              "success_before_resume": (killed / "_SUCCESS").exists(), "tmp_files": list(killed.rglob("*.tmp"))}
     with pytest.raises(RunIncompleteError):
@@ -121,3 +123,63 @@ def test_items_cover_every_input_row_once_in_order(runs):
         con.close()
     assert [r[0] for r in rows] == list(range(ROWS))  # catalog order is input order without an ORDER BY
     assert [r[1] for r in rows] == [f"k{i:06d}" for i in range(ROWS)]
+
+
+# ---- kill -9 at every later stage (issue 16): the same command resumes to the same tables -------------------
+
+KILL_POINTS = {  # name: the file whose appearance triggers the kill, and what is running then
+    "catalog_being_built": "analysis.duckdb.tmp",  # the catalog's temporary file (and its WAL) half written
+    "after_catalog": "_markers/catalog.done",  # index and risk: the catalog open for writing, its WAL live
+    "after_risk": "_markers/risk.done",  # escalation files
+    "after_escalation": "_markers/escalation.done",  # recommendations, removal manifest
+    "after_recommend": "_markers/recommend.done",  # config.resolved.yaml and the report
+}
+
+
+@pytest.fixture(scope="module")
+def stage_kills(runs):
+    full = runs[0]
+    data = full.parent / "captions.parquet"
+    out = {}
+    for name, trigger in KILL_POINTS.items():
+        run = full.parent / f"kill-{name}"
+        proc = subprocess.Popen(_cmd(data, run), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 900
+            while not (run / trigger).exists() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.001)
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGSTOP)  # freeze first, then look: what was reached when the kill came
+            state = {"triggered": (run / trigger).exists(), "success": (run / "_SUCCESS").exists(),
+                     "stages": sorted(p.stem for p in (run / "_markers").glob("*.done")
+                                      if not p.name.startswith("part-"))}
+        finally:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=60)
+        state["returncode"] = proc.returncode
+        state["resume"] = subprocess.run(_cmd(data, run), env=_env(), capture_output=True, text=True, timeout=600)
+        out[name] = (run, state)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_kill_at_each_stage_leaves_an_incomplete_run(stage_kills, point):
+    _, state = stage_kills[point]
+    assert state["returncode"] == -signal.SIGKILL, state
+    assert state["triggered"] and not state["success"], state
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_kill_at_each_stage_resumes_to_the_same_tables(runs, stage_kills, point):
+    run, state = stage_kills[point]
+    assert state["resume"].returncode == 0, state["resume"].stderr[-2000:]
+    assert (run / "_SUCCESS").exists() and not (run / "analysis.duckdb.wal").exists()
+    assert not list(run.rglob("*.tmp")), "a temporary file of the killed scan survived the resume"
+    for table in TABLES:
+        a, b = _table(runs[0], table), _table(run, table)
+        assert a.equals(b), f"{table} differs after a kill at {point} and a resume"
+    summary = __import__("json").loads((run / "summary.json").read_text())
+    assert summary["items_total"] == ROWS

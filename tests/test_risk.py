@@ -10,7 +10,7 @@ import math
 import pytest
 
 from analyzer.errors import InputError
-from analyzer.recommend.strategies import build_recommendations
+from analyzer.policy import build_recommendations
 from analyzer.risk import build_risk
 from analyzer.store.sql import run_query
 from catalog_helpers import Space, item, make_store, planted_rows
@@ -130,3 +130,38 @@ def test_run_without_embeddings_reports_r2_as_not_computed(tmp_path):
     assert summary["r1_items"] == 6 and summary["sources_at_risk"][0]["source"] == "mixed.example"
     assert "Not computed: the run kept no embeddings." in (store.root / "report.md").read_text()
     assert summary["verdict"] in ("pass", "fail") and (store.root / "signoff.json").exists()
+
+
+def test_residual_r2_takes_each_kept_items_first_k_kept_neighbours(planted):
+    """neighbourhood_risk.sql re-ranks only the items that lost a stored neighbour to a strategy's removals; the
+    figures equal a direct recount from flagged_neighbours for every strategy."""
+    flags = {r[0]: (r[1], r[2]) for r in planted.execute(
+        "SELECT item_id, coalesce(minor_screen, false), coalesce(adult_sexual_screen, false) FROM scanned").fetchall()}
+    stored = {}
+    for q, nb, sim in planted.execute("SELECT item_id, neighbour_id, similarity FROM flagged_neighbours "
+                                      "ORDER BY item_id, rank").fetchall():
+        stored.setdefault(q, []).append((nb, sim))
+    strategies = [r[0] for r in planted.execute(
+        "SELECT DISTINCT strategy FROM neighbourhood_risk_by_strategy").fetchall()]
+    assert len(strategies) == 5
+    moved = 0
+    for strategy in strategies:
+        removed = {r[0] for r in planted.execute("SELECT item_id FROM recommendations WHERE strategy = ?",
+                                                 [strategy]).fetchall()}
+        got = {(r[0], r[1]): r[2:] for r in planted.execute(
+            "SELECT item_id, direction, neighbours, minor_share, adult_share, mean_similarity "
+            "FROM neighbourhood_risk_by_strategy WHERE strategy = ?", [strategy]).fetchall()}
+        want = {}
+        for q, nbs in stored.items():
+            if q in removed or not any(flags[q]):
+                continue
+            kept = [(nb, s) for nb, s in nbs if nb not in removed][:10]
+            moved += len(kept) == 10 and kept != nbs[:10]
+            share = [sum(flags[nb][i] for nb, _ in kept) / len(kept) for i in (0, 1)]
+            for direction, on in (("adult_to_minor", flags[q][1]), ("minor_to_adult", flags[q][0])):
+                if on:
+                    want[(q, direction)] = (len(kept), *share, sum(s for _, s in kept) / len(kept))
+        assert got.keys() == want.keys()
+        for key, value in want.items():
+            assert got[key] == pytest.approx(value, rel=1e-6)
+    assert moved  # some item lost a neighbour and took the next stored one

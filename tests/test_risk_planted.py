@@ -73,7 +73,7 @@ def planted(tmp_path_factory):
     base = tmp_path_factory.mktemp("planted")
     cats = build(base / "planted.parquet")
     run = analyzer.scan(base / "planted.parquet", out=base / "run", embedding_column="embedding",
-                        embedding_modality="text", quiet=True)
+                        embedding_modality="text", encoder="minilm", quiet=True)
     yield run, cats, base
     run.close()
 
@@ -123,7 +123,7 @@ def test_recommended_strategy_passes_default_signoff_and_apply_reconciles(plante
     assert len(kept) == len(cats) - len(removed) and not set(kept) & removed
     # the cleaned dataset, scanned again, holds no R1 item and no co-present source
     again = analyzer.scan(base / "clean" / "planted.parquet", out=base / "run2", embedding_column="embedding",
-                          embedding_modality="text", quiet=True)
+                          embedding_modality="text", encoder="minilm", quiet=True)
     assert again.summary["r1_items"] == 0 and again.summary["verdict"] == "pass"
     assert all(x["score"] == 0 for x in again.summary["sources_at_risk"])
     again.close()

@@ -12,7 +12,7 @@ import yaml
 from analyzer.cli import main
 from analyzer.errors import InputError
 from analyzer.ingest import file_sha256
-from analyzer.recommend.strategies import build_recommendations
+from analyzer.policy import build_recommendations
 from analyzer.risk import build_risk
 from analyzer.policy.gates import default_policy_path, evaluate_policy, load_policy, parse_policy
 from catalog_helpers import Space, item, make_store, planted_rows

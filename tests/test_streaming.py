@@ -16,12 +16,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from analyzer.ingest.standardize import as_float16, as_float32, embedding_matrix, standardize
-from analyzer.ingest.sources import _registered_domain_direct, registered_domain
-from analyzer.store.rundir import RunStore, _embedding_part
+from analyzer.ingest.sources import registered_domain
+from analyzer.ingest.standardize import standardize
+from analyzer.store import RunStore
+from analyzer.vectors import embedding_matrix, to_float16 as as_float16, to_float32 as as_float32
+from model_stubs import CoverageStub
+from analyzer.tag.batch import redact
 
 
-class _Model:
+class _Model(CoverageStub):
     """The scoring surface tag_batch uses, with a linear embedding path (no fitting: fast and exact)."""
 
     def __init__(self, dim: int, seed: int = 0):
@@ -35,6 +38,9 @@ class _Model:
         z = np.asarray(embeddings, dtype=np.float32) @ self.W
         p = 1.0 / (1.0 + np.exp(-z.astype(np.float64)))
         return {c: p[:, j] for j, c in enumerate(self.concept_ids)}
+
+    def embedding_head(self, modality="text"):
+        return self.W, np.zeros(len(self.concept_ids), dtype=np.float32)
 
 
 class _Encoder:
@@ -111,7 +117,8 @@ class _HeadModel(_Model):
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])
 def test_fused_scoring_equals_unit_vectors_then_score(dtype):
-    from analyzer.tag.batch import score_embeddings, unit_rows
+    from analyzer.tag.scoring import score_embeddings
+    from analyzer.vectors import unit_rows
 
     dim, n = 64, 2500  # blocks of 1024: three blocks, the last one short
     rng = np.random.default_rng(5)
@@ -143,7 +150,8 @@ def test_fused_scoring_equals_unit_vectors_then_score(dtype):
 def test_fused_scoring_matches_the_fitted_concept_model():
     from analyzer.concepts import fit_concept_model, load_bank
     from analyzer.encoders import get_encoder
-    from analyzer.tag.batch import score_embeddings, unit_rows
+    from analyzer.tag.scoring import score_embeddings
+    from analyzer.vectors import unit_rows
 
     enc = get_encoder("minilm")
     model = fit_concept_model(load_bank(), enc, seed=0)
@@ -169,94 +177,121 @@ def test_fast_float16_casts_are_bit_identical_to_numpy():
     assert np.isnan(wide[np.isnan(ref)]).all()  # NaN stays NaN (torch may quiet a signalling payload)
 
 
-def test_registered_domain_lookup_equals_the_rule_per_row():
+def test_registered_domain_of_tricky_urls():
     urls = ["https://www.Example.co.uk/a", "http://u:p@Host.COM:8080/x/y", "ftp://1.2.3.4/f", "https://h?q=a/b",
             "https://a.b.c.d#x/y", "//no-scheme.example/x", "not a url", "", None, "http:/x", "https://",
             "https://localhost", "HTTPS://WWW2.site.org.", "https://[::1]:80/x", "https://x.y.z.com.au/1/2/3/4",
-            "https://a@b@c.com/x", "https://ünï.例え.jp/パス"]
-    arr = pa.array(urls * 4)  # repeated prefixes: the dictionary path runs
-    assert registered_domain(arr).equals(_registered_domain_direct(arr))
-    unique = pa.array([f"https://host{i}.example{i}.org/p" for i in range(50)])  # mostly distinct: direct path
-    assert registered_domain(unique).equals(_registered_domain_direct(unique))
+            "https://a@b@c.com/x", "https://ünï.例え.jp/パス", "https://health.qld.gov.au/x"]
+    want = ["example.co.uk", "host.com", "1.2.3.4", "h", "c.d", None, None, None, None, None, None, "localhost",
+            "site.org", None, "z.com.au", "b@c.com", "例え.jp", "health.qld.gov.au"]
+    assert registered_domain(pa.array(urls * 3)).to_pylist() == want * 3  # repeated hosts: looked up once
 
 
-# ---- bounded read-ahead ----------------------------------------------------------------------------------
+# ---- the local engine: bounded read-ahead, errors surface ------------------------------------------------
 
-def test_background_reader_stays_at_most_depth_ahead():
-    from analyzer.pipeline import _Background
-
-    produced = []
-
-    def gen():
-        for i in range(50):
-            produced.append(i)
-            yield i
-
-    consumed = 0
-    with _Background(gen(), 1, "test") as it:
-        for x in it:
-            time.sleep(0.002)
-            consumed += 1
-            # one item in the consumer's hands, one queued, one the producer holds while it waits to queue it
-            assert len(produced) - consumed <= 2, (len(produced), consumed)
-    assert consumed == 50
+class _Cfg:
+    batch_size, quiet, embedding_modality, keep_embeddings, media_options = 4, True, "image", False, {}
 
 
-def test_background_reader_reraises_reader_errors():
-    from analyzer.errors import InputError
-    from analyzer.pipeline import _Background
+class _ListReader:
+    kind, files, has_embeddings = "tabular", [], True
 
-    def gen():
-        yield 1
-        raise InputError("expected a readable file, got a truncated one")
+    def __init__(self, batches, produced):
+        self.batches, self.produced = batches, produced
 
-    with pytest.raises(InputError):
-        with _Background(gen(), 1, "test") as it:
-            for _ in it:
-                pass
+    def count_rows(self):
+        return None
+
+    def iter_batches(self, batch_size, start_row=0):
+        for b in self.batches:
+            self.produced.append(b)
+            if isinstance(b, Exception):
+                raise b
+            yield b
 
 
-def test_part_writer_surfaces_write_errors(tmp_path):
-    from analyzer.pipeline import _PartWriter
+class _MemoryStore:
+    def __init__(self, fail=False):
+        self.written, self.fail = [], fail
 
-    class Broken:
-        def write_part(self, *a):
+    def part_done(self, i):
+        return False
+
+    def write_part(self, i, items, emb):
+        if self.fail:
             raise OSError("disk full")
+        self.written.append(i)
 
+    @property
+    def root(self):
+        return Path("/nonexistent")
+
+
+def test_local_engine_reads_at_most_one_batch_ahead(monkeypatch):
+    from analyzer.engines import local
+
+    produced, tagged = [], []
+
+    def fake_tag(batch, *a, **k):
+        time.sleep(0.002)
+        tagged.append(batch)
+        # the batch being tagged, and the one read ahead
+        assert len(produced) - len(tagged) <= 1, (len(produced), len(tagged))
+        return batch, None
+
+    monkeypatch.setattr(local, "tag_batch", fake_tag)
+    batches = [pa.table({"x": [i]}) for i in range(30)]
+    store = _MemoryStore()
+    assert local.LocalEngine().run_parts(_Cfg(), _ListReader(batches, produced), None, None, store) == 30
+    assert store.written == list(range(30))
+
+
+def test_local_engine_reraises_reader_and_writer_errors(monkeypatch):
+    from analyzer.engines import local
+    from analyzer.errors import InputError
+
+    monkeypatch.setattr(local, "tag_batch", lambda batch, *a, **k: (batch, None))
+    bad = [pa.table({"x": [1]}), InputError("expected a readable file, got a truncated one")]
+    store = _MemoryStore()
+    with pytest.raises(InputError):
+        local.LocalEngine().run_parts(_Cfg(), _ListReader(bad, []), None, None, store)
+    assert store.written == [0]  # the part tagged before the error is written
     with pytest.raises(OSError):
-        with _PartWriter(Broken(), 1) as w:
-            for i in range(5):
-                w.put(i, None, None)
-                time.sleep(0.01)
+        local.LocalEngine().run_parts(_Cfg(), _ListReader([pa.table({"x": [i]}) for i in range(5)], []), None, None,
+                                      _MemoryStore(fail=True))
 
 
 # ---- parts: layout, numeric order ------------------------------------------------------------------------
 
-def test_binary_embedding_layout_round_trips(tmp_path, monkeypatch):
-    rng = np.random.default_rng(1)
-    e = rng.standard_normal((10, 8)).astype(np.float16)
-    table = pa.table({"item_id": [f"i{j}" for j in range(10)],
-                      "embedding": pa.FixedSizeListArray.from_arrays(pa.array(e.reshape(-1)), 8)})
-    monkeypatch.setenv("ANALYZER_EMBEDDING_PARTS", "binary")
-    part = _embedding_part(table.slice(3, 5))
+def test_embedding_parts_hold_float16_unit_vectors_as_fixed_size_binary(tmp_path):
+    from analyzer.tag.batch import tag_batch
+
+    dim, n = 8, 10
+    batch = standardize(_raw(n, dim), COLS, file="f", start_row=0)
+    items, emb = tag_batch(batch, _Encoder(dim), _Model(dim), embedding_modality="image")
+    store = RunStore(tmp_path / "run")
+    store.prepare({"fingerprint": "x"})
+    store.write_part(0, items, emb)
+    part = pq.read_table(store.emb_dir / "part-00000.parquet")
     assert pa.types.is_fixed_size_binary(part.schema.field("embedding").type)
-    pq.write_table(part, tmp_path / "p.parquet")
-    mat, valid = embedding_matrix(pq.read_table(tmp_path / "p.parquet").column("embedding"))
-    assert valid.all() and np.array_equal(mat, e[3:8].astype(np.float32))
-    monkeypatch.setenv("ANALYZER_EMBEDDING_PARTS", "list")
-    assert _embedding_part(table) is table
+    mat, valid = embedding_matrix(part.column("embedding"))
+    raw, _ = embedding_matrix(batch.column(batch.schema.get_field_index("embedding")))
+    assert valid.all() and part.column("item_id").to_pylist() == [f"k{i}" for i in range(n)]
+    np.testing.assert_allclose(mat, raw / np.linalg.norm(raw, axis=1, keepdims=True), atol=2e-3)
 
 
 def _items(rows: range, concept_ids=("minor", "adult_sexual")) -> pa.Table:
     n = len(rows)
     cols = {"item_id": [f"i{r}" for r in rows], "row_idx": pa.array(list(rows), pa.int64()),
             "text": pa.nulls(n, pa.string()), "url": pa.nulls(n, pa.string()), "source": ["s"] * n,
-            "file": ["f"] * n, "status": ["ok"] * n, "error": pa.nulls(n, pa.string()), "modality": ["image"] * n}
+            "file": ["f"] * n, "status": ["ok"] * n, "error": pa.nulls(n, pa.string()), "modality": ["image"] * n,
+            "lang": pa.nulls(n, pa.string()), "assessed": [True] * n, "not_assessed": pa.nulls(n, pa.string()),
+            "media_evidence": pa.nulls(n, pa.string())}
     for c in concept_ids:
         cols[f"{c}_score"] = pa.array(np.full(n, 0.1, np.float32))
         cols[f"{c}_screen"] = pa.array(np.zeros(n, bool))
         cols[f"{c}_confirm"] = pa.array(np.zeros(n, bool))
-    return pa.table(cols)
+    return redact(pa.table(cols))
 
 
 def test_catalog_keeps_input_order_past_five_digit_part_numbers(tmp_path):
@@ -301,10 +336,10 @@ def test_catalog_duplicates_keep_the_first_scanned_occurrence(tmp_path):
 
 @pytest.fixture(scope="module")
 def embedded_parquet(tmp_path_factory):
-    """A parquet of 384-d float16 vectors (MiniLM's dimension) with ids and URLs, in several row groups."""
+    """A parquet of 896-d float16 vectors (the default encoder's dimension) with ids and URLs, in several row groups."""
     d = tmp_path_factory.mktemp("stream")
     rng = np.random.default_rng(5)
-    n, dim = 5000, 384
+    n, dim = 5000, 896
     e = rng.standard_normal((n, dim)).astype(np.float16)
     t = pa.table({"key": [f"k{i:05d}" for i in range(n)],
                   "URL": [f"https://img.site{i % 30}.example/{i}.jpg" for i in range(n)],
@@ -330,8 +365,8 @@ def test_scan_streams_bounded_parts_and_shows_progress(embedded_parquet, tmp_pat
     sizes = [pq.ParquetFile(p).metadata.num_rows for p in parts]
     assert len(parts) == -(-n // 700) and max(sizes) <= 700 and sum(sizes) == n
     emb = pq.read_table(sorted((out / "embeddings").glob("part-*.parquet"))[0])
-    assert emb.schema.field("embedding").type == pa.list_(pa.float16(), 384) or \
-        pa.types.is_fixed_size_list(emb.schema.field("embedding").type)
+    # float16 unit vectors as fixed_size_binary(2 * 896) (analyzer/vectors.py: 10x faster to write than a list)
+    assert emb.schema.field("embedding").type == pa.binary(2 * 896)
     mat, _ = embedding_matrix(emb.column("embedding"))
     np.testing.assert_allclose(np.linalg.norm(mat, axis=1), 1.0, atol=2e-3)
 
@@ -420,19 +455,3 @@ def test_compiled_pass_equals_numpy_for_several_lane_groups_and_bad_rows():
         sq2 = np.empty_like(sq)
         score_rows(a, wt, b, z2, sq2)  # without unit vectors: the same figures
         assert np.array_equal(z2[:, good], z[:, good]) and np.array_equal(sq2[good], sq[good])
-
-
-def test_compiled_float16_conversions_are_numpy_bit_for_bit():
-    from analyzer.tag.kernel import narrow, widen
-
-    rng = np.random.default_rng(4)
-    x = (rng.standard_normal(1 << 18) * np.exp(rng.uniform(-25, 11, 1 << 18))).astype(np.float32)
-    x[:8] = [0.0, -0.0, 6e-8, -3e-5, 65504.0, 65519.0, 2.98e-8, 1.0 + 2 ** -11]  # subnormal, ties, the top
-    with np.errstate(over="ignore"):
-        assert np.array_equal(narrow(x.reshape(-1, 512)).view(np.uint16).ravel(), x.astype(np.float16).view(np.uint16))
-    # every finite float16 value widens exactly (the scorer reads float16 input through this conversion)
-    h = np.arange(65536, dtype=np.uint16).view(np.float16).reshape(128, 512)
-    w, ref = widen(h), h.astype(np.float32)
-    finite = np.isfinite(ref)
-    assert np.array_equal(w[finite].view(np.uint32), ref[finite].view(np.uint32))
-    assert np.array_equal(w[np.isinf(ref)], ref[np.isinf(ref)]) and np.isnan(w[np.isnan(ref)]).all()

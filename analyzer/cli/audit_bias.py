@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+from analyzer.encoders import DEFAULT_ENCODER
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -10,7 +12,7 @@ def register(subparsers) -> None:
         description="Score the project's bias-audit set of adult descriptions (or --data FILE with columns "
                     "text, dimension, group) and report the minor-tag rate per group at screen and confirm, "
                     "with Wilson 95% intervals. Targets: <= 2% overall, <= 2 points between groups.")
-    p.add_argument("--encoder", default="minilm", help="encoder name (default: minilm)")
+    p.add_argument("--encoder", default=DEFAULT_ENCODER, help=f"encoder name (default: {DEFAULT_ENCODER})")
     p.add_argument("--bank", help="concept bank YAML (default: the packaged bank)")
     p.add_argument("--data", help="CSV of adult descriptions (default: the packaged bias_audit.csv)")
     p.add_argument("--seed", type=int, default=0)

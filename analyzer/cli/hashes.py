@@ -182,7 +182,7 @@ class _Writer:
 
 
 def _loop(a, reader, writer, per_batch) -> int:
-    from analyzer.pipeline import progress
+    from analyzer.progress import progress
 
     total = reader.count_rows() if hasattr(reader, "count_rows") else None
     bar = progress(total, f"hashes {a.hashes_command}", quiet=a.quiet)

@@ -1,5 +1,8 @@
 """`analyzer probe fit LABELS.csv --concept ID --out BANK.yaml`: add an analyst's labelled examples to a bank.
 
+With ``--modality image|video|audio`` it calibrates that modality instead, from a table of labelled items (embeddings
+or files, a 0/1 column per concept): analyzer/cli/probe_media.py.
+
 The written bank is the base bank (``--bank`` or the packaged default) plus a ``probes:`` entry holding the
 labelled examples as plain YAML ({text, label} pairs, the labels file's sha256 and name). No weights and no
 pickle: ``fit_concept_model`` re-fits the probe from the examples for whichever encoder a scan uses, so the
@@ -16,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from analyzer.encoders import DEFAULT_ENCODER
 from analyzer.errors import InputError
 
 
@@ -24,13 +28,27 @@ def register(subparsers) -> None:
                               description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="probe_command", metavar="{fit}")
     sub.required = True
-    f = sub.add_parser("fit", help="fit a probe for one concept from a labelled CSV and write BANK.yaml")
-    f.add_argument("labels", help="CSV with a text column and a 0/1 label column")
-    f.add_argument("--concept", required=True, help="concept id (an existing one such as minor, or a new one)")
+    f = sub.add_parser("fit", help="fit a probe from labelled captions (one concept) or labelled images, videos or "
+                                   "audio (--modality) and write BANK.yaml")
+    f.add_argument("labels", help="captions: CSV with a text column and a 0/1 label column; --modality image|video|"
+                                  "audio: a CSV/TSV/parquet/JSONL table with item_id, path or embedding, and a 0/1 "
+                                  "column per concept")
+    f.add_argument("--concept", action="append", help="concept id (captions: exactly one, an existing one such as "
+                                                      "minor or a new one; media: repeatable, default every column "
+                                                      "named after a concept of the bank)")
+    f.add_argument("--modality", choices=("text", "image", "video", "audio"), default="text",
+                   help="what the labelled examples are (default: text captions)")
+    f.add_argument("--id-column", help="media: item id column (default: item_id, id or key)")
+    f.add_argument("--path-column", help="media: file path column, relative to the table (default: path, file or "
+                                         "file_name)")
+    f.add_argument("--embedding-column", help="media: precomputed embedding column (default: embedding when present)")
+    f.add_argument("--detector", choices=("nudenet", "none"), default="nudenet",
+                   help="media (image files): the image detector whose score is fitted with the probe")
     f.add_argument("--out", required=True, help="bank YAML to write")
     f.add_argument("--text-column", default="text", help="text column (default: text)")
     f.add_argument("--label-column", help="0/1 label column (default: the concept id)")
-    f.add_argument("--encoder", default="minilm", help="encoder used to measure the probe (default: minilm)")
+    f.add_argument("--encoder", default=DEFAULT_ENCODER,
+                   help=f"encoder used to measure the probe (default: {DEFAULT_ENCODER})")
     f.add_argument("--bank", help="base bank YAML (default: the packaged bank)")
     f.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
@@ -92,6 +110,14 @@ def run(args) -> int:
 
     if args.probe_command != "fit":  # pragma: no cover - argparse enforces the choice
         raise InputError(f"expected `analyzer probe fit`, got {args.probe_command!r}")
+    if args.modality != "text":
+        from analyzer.cli.probe_media import run_media
+
+        return run_media(args)
+    if not args.concept or len(args.concept) != 1:
+        raise InputError(f"expected one --concept for labelled captions, got {len(args.concept or [])}; fit one "
+                         "concept at a time (or pass --modality image|video|audio for labelled media)")
+    args.concept = args.concept[0]
     if not re.match(r"^[a-z][a-z0-9_]{0,62}$", args.concept):
         raise InputError(f"expected --concept as a snake_case id (a-z, 0-9, _), got {args.concept!r}")
     base = load_bank(args.bank)

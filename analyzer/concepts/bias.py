@@ -18,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from analyzer.config import cache_dir
 from analyzer.errors import InputError
+from analyzer.concepts.cache import FitCache
 from analyzer.concepts.calibration import wilson
 from analyzer.concepts.data import load_bias_rows
 
@@ -62,7 +64,8 @@ def run_bias_audit(model, path: str | Path | None = None, concept: str = "minor"
     groups = np.array([r["group"] for r in rows], dtype=object)
     dims = np.array([r.get("dimension") or "all" for r in rows], dtype=object)
     batches = np.array([r.get("batch") or "1" for r in rows], dtype=object)
-    E = np.asarray(model.encoder.encode_text(texts), dtype=np.float32) if texts else None
+    # encoded through the fit cache: with a cache directory the 2,200 audit captions are encoded once per encoder
+    E = FitCache(cache_dir()).encode(model.text_encoder(), texts) if texts else None
     p = model.score(texts, E, modality="text")[concept]
     q = model.score(None, E, modality="text")[concept] if texts else np.zeros(0)
     out = {"concept": concept, "n": len(rows), "targets": {"overall_rate_max": TARGET_RATE,

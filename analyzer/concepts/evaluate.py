@@ -78,25 +78,56 @@ def evaluate_by_language(model, texts: Sequence[str], labels: dict, langs: Seque
     return out
 
 
-def cv_report(p, q, y, langs, ops, source, seed: int = 0, bootstrap: int = 1000) -> dict:
-    """AUROC, reliability and, per group (labelled language of the captions, "prompt"), the screen and
-    confirm figures with percentile-bootstrap 95% intervals (seeded) on the cross-validated predictions."""
+def auroc_interval(p: np.ndarray, y: np.ndarray, bootstrap: int = 1000, seed: int = 0) -> list | None:
+    """Percentile 95% interval of the AUROC over ``bootstrap`` resamples that keep the numbers of positives and
+    negatives (seeded; ties count one half). None without two of each."""
+    p, y = np.asarray(p, dtype=np.float64), np.asarray(y, dtype=int)
+    pos, neg = p[y == 1], p[y == 0]
+    if len(pos) < 2 or len(neg) < 2 or bootstrap <= 0:
+        return None
+    from scipy.stats import rankdata
+
+    rng = np.random.default_rng(seed)
+    out = []
+    step = max(1, 2_000_000 // len(p))
+    for s in range(0, bootstrap, step):
+        b = min(step, bootstrap - s)
+        both = np.concatenate([pos[rng.integers(0, len(pos), (b, len(pos)))],
+                               neg[rng.integers(0, len(neg), (b, len(neg)))]], axis=1)
+        r_pos = rankdata(both, axis=1)[:, :len(pos)].sum(axis=1)
+        out.append((r_pos - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+    a = np.concatenate(out)
+    return [float(np.quantile(a, 0.025)), float(np.quantile(a, 0.975))]
+
+
+def _group_figures(p, y, m, ops, seed, bootstrap) -> dict:
+    ent = {"n": int(m.sum()), "positives": int(y[m].sum()),
+           "auroc": auroc(p[m], y[m]) if 0 < y[m].sum() < m.sum() else None,
+           "auroc_ci": auroc_interval(p[m], y[m], bootstrap, seed)}
+    for k, pt in enumerate(("screen", "confirm")):
+        t = ops[pt]["threshold"]
+        pci, rci = _bootstrap_ci(p[m] >= t, y[m], bootstrap, seed + k)
+        ent[pt] = {**{kk: v for kk, v in point_metrics(p[m], y[m], t).items()
+                      if kk in ("precision", "recall", "f1", "tp", "fp", "fn")},
+                   "precision_ci": pci, "recall_ci": rci}
+    return ent
+
+
+def cv_report(p, q, y, langs, ops, source, seed: int = 0, bootstrap: int = 1000, detected=None) -> dict:
+    """AUROC, reliability and, per group (labelled language of the captions, "prompt"), the AUROC and the screen
+    and confirm figures with percentile-bootstrap 95% intervals (seeded) on the cross-validated predictions.
+    ``detected``: each text's language as analyzer.concepts.language tells it; the same figures per detected
+    language go to ``by_detected_language`` (what a scan routes on, "und" included)."""
     rep = {"label_source": source, "auroc": auroc(p, y), "auroc_embedding_only": auroc(q, y),
            "calibration": reliability(p, y), "calibration_embedding_only": reliability(q, y),
            "by_language_basis": "labelled language of each training caption; 'prompt': the bank's prompts "
                                 "and probe examples", "by_language": {}}
     for lang in sorted(set(langs)):
         m = langs == lang
-        if m.sum() == 0:
-            continue
-        ent = {"n": int(m.sum()), "positives": int(y[m].sum()),
-               "auroc": auroc(p[m], y[m]) if 0 < y[m].sum() < m.sum() else None}
-        for k, pt in enumerate(("screen", "confirm")):
-            t = ops[pt]["threshold"]
-            pci, rci = _bootstrap_ci(p[m] >= t, y[m], bootstrap, seed + k)
-            ent[pt] = {**{kk: v for kk, v in point_metrics(p[m], y[m], t).items()
-                          if kk in ("precision", "recall", "f1", "tp", "fp", "fn")},
-                       "precision_ci": pci, "recall_ci": rci}
-        rep["by_language"][lang] = ent
+        if m.sum():
+            rep["by_language"][lang] = _group_figures(p, y, m, ops, seed, bootstrap)
+    if detected is not None:
+        detected = np.asarray(detected, dtype=object)
+        rep["by_detected_language"] = {lang: _group_figures(p, y, detected == lang, ops, seed, bootstrap)
+                                       for lang in sorted(set(detected))}
     return rep
-

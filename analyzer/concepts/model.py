@@ -1,9 +1,15 @@
 """The fitted concept model: probe + keyword fusion, calibration and operating points, per encoder.
 
+A scikit-learn style estimator: ``ConceptModel(bank=..., encoder=..., seed=0, modality="text").fit()`` returns
+the model with its learned state in attributes ending in ``_`` (``concept_ids_``, ``operating_points_``,
+``calibrated_``, ``W_``, ``fusion_`` ...); ``to_dict`` / ``from_dict`` are its JSON form (RUN/model.json). The
+read-only properties without the underscore (``concept_ids``, ``operating_points``, ``calibrated`` ...) are the
+interface the other stages read. Fitting itself is in :mod:`analyzer.concepts.fitting`.
+
 Scoring paths (docs/concepts.md):
 - text path (a caption is present): per concept, a sign-constrained logistic fusion of the probe logit
-  ``z = e @ w + b`` and keyword hits, with language interactions (keywords weigh more on non-English
-  captions, where the English-only MiniLM probe is weak). Calibrated on cross-validated predictions.
+  ``z = e @ w + b`` and keyword hits, with separate weights on English and non-English captions (the caption's
+  language from analyzer/concepts/language.py). Calibrated on cross-validated predictions.
 - embedding path (no caption: image or precomputed vectors): one matrix product ``E @ W_emb + b_emb`` and a
   sigmoid. The affine map from probe logit to probability is fitted so that the text path's thresholds mean
   the same decisions on this path (screen and confirm are measured separately and stored in
@@ -12,99 +18,148 @@ Scoring paths (docs/concepts.md):
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
-import os
-from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from analyzer.errors import InputError
 from analyzer.concepts.bank import ConceptBank
-from analyzer.concepts.calibration import (choose_operating_points, fit_fusion, fit_platt, logit, point_metrics,
-                          sigmoid)
-from analyzer.concepts.data import assemble, load_training_rows
-from analyzer.concepts.evaluate import cv_report
-from analyzer.concepts.keywords import KeywordTagger, detect_languages
+from analyzer.concepts.cache import FitCache
+from analyzer.concepts.calibration import sigmoid
+from analyzer.concepts.fitting import FUSION_FEATURES, MODEL_FORMAT, fit_state, fusion_features, non_en_mask
+from analyzer.concepts.keywords import KeywordTagger
+from analyzer.concepts.language import detect_languages
+from analyzer.concepts.modality_calibration import calibrate_modalities, how_to_calibrate, mark_scan_modality
+from analyzer.concepts.params import NotFittedError, ParamsMixin
+from analyzer.config import cache_dir
+from analyzer.errors import InputError
+from analyzer.vectors import to_float32
 
-MODEL_FORMAT = 4  # bump when fitting changes: invalidates the on-disk cache
-FUSION_FEATURES = ["z_en", "z_non_en", "strong_en", "strong_non_en", "weak", "non_en", "minus_counter"]
-FUSION_NONNEG = [True, True, True, True, False, False, True]
-N_FOLDS = 5
-_CHUNK_BYTES = 128 * 2**20  # float32 conversion buffer for float16 input
-
-
-def _half_copier(E: np.ndarray):
-    """A function copying a float16 block into a float32 buffer, as fast as this machine allows."""
-    if E.dtype == np.float16 and E.flags.c_contiguous:
-        try:
-            import torch
-
-            return lambda dst, src: torch.from_numpy(dst).copy_(torch.from_numpy(src))
-        except Exception:  # noqa: BLE001 - torch missing or unusable: numpy fallback
-            pass
-    return lambda dst, src: np.copyto(dst, src, casting="unsafe")
-_MEM_CACHE: dict[str, dict] = {}
-_EMB_CACHE: dict[str, dict[str, np.ndarray]] = {}
+MODALITIES = ("text", "image", "video", "audio")
+# caption languages of a model dict written before the support rule existed (analyzer/concepts/support.py decides them
+# at fit time since): the seven languages whose labelled captions were in the training data then
+SUPPORTED_LANGUAGES = ("en", "de", "fr", "es", "it", "pt", "nl")
+_CHUNK_BYTES = 128 * 2**20  # float32 block of float16 input widened at a time
 
 
-def _non_en(langs: Sequence[str]) -> np.ndarray:
-    return np.array([lang not in ("en", "und") for lang in langs], dtype=np.float64)
+class ConceptModel(ParamsMixin):
+    """Per-concept probabilities for texts and embeddings in one encoder's space.
 
+    Parameters (stored as given): ``bank`` (ConceptBank), ``encoder`` (the encoder whose space is fitted; None
+    for a model restored with ``from_dict``: resolved by name when texts must be encoded), ``seed``, ``modality``
+    ("text", or "image" when the rows to score are image embeddings: the model is then marked uncalibrated),
+    ``cache`` (a :class:`FitCache` to reuse between fits; None: a new one on :func:`analyzer.config.cache_dir`,
+    so fitted states are written only to an explicit cache directory).
+    """
 
-def fusion_features(z: np.ndarray, strong: np.ndarray, weak: np.ndarray, non_en: np.ndarray,
-                    counter: np.ndarray) -> np.ndarray:
-    """Text-path fusion inputs; with non-negative weights on all but ``weak`` and ``non_en`` the fused
-    probability rises with the probe logit and strong keywords and falls with counter evidence."""
-    en = 1.0 - non_en
-    return np.column_stack([z * en, z * non_en, strong * en, strong * non_en, weak, non_en, -counter])
+    def __init__(self, bank: ConceptBank | None = None, encoder=None, *, seed: int = 0, modality: str = "text",
+                 cache: FitCache | None = None):
+        self.bank = bank
+        self.encoder = encoder
+        self.seed = seed
+        self.modality = modality
+        self.cache = cache
 
+    def fit(self, X=None, y=None) -> "ConceptModel":
+        """Fit taggers, fusion, calibration and operating points on the project's labelled captions and the
+        bank's prompts and probe examples (``X`` and ``y`` are not used: the training data ship with the package)."""
+        _check_modality(self.modality)
+        if self.bank is None or self.encoder is None:
+            raise InputError("expected ConceptModel(bank=..., encoder=...) to fit, got "
+                             f"bank={type(self.bank).__name__}, encoder={type(self.encoder).__name__}")
+        cache = self.cache if self.cache is not None else FitCache(cache_dir())
+        state = copy.deepcopy(fit_state(self.bank, self.encoder, int(self.seed), cache))
+        state["modality"] = self.modality
+        state = calibrate_modalities(state, self.bank, self.encoder, int(self.seed))  # labelled media in the bank
+        if self.modality != "text":
+            mark_scan_modality(state, self.modality, self.encoder.name)
+        self._set_state(state)
+        return self
 
-class ConceptModel:
-    """Use :func:`fit_concept_model` to build one; ``from_dict`` restores one from ``to_dict`` (JSON)."""
-
-    def __init__(self, state: dict, encoder=None):
-        self._state = state
-        self._encoder = encoder
-        self.concept_ids: list[str] = list(state["concept_ids"])
-        self.operating_points: dict = state["operating_points"]
-        self.operating_points_embedding: dict = state["operating_points_embedding"]
-        self.calibrated: bool = bool(state["calibrated"])
-        self.calibration_note: str = state["calibration_note"]
-        self.modality: str = state["modality"]
-        self.encoder_name: str = state["encoder"]["name"]
-        self.encoder_fingerprint: str = state["encoder"]["fingerprint"]
-        self.dim: int = int(state["encoder"]["dim"])
-        self.bank_fingerprint: str = state["bank"]["fingerprint"]
-        self.bank_version: str = state["bank"]["version"]
-        self.cv_report: dict = state.get("cv_report", {})
-        self.W_ = np.asarray(state["W"], dtype=np.float32).reshape(self.dim, len(self.concept_ids))
-        self.b_ = np.asarray(state["b"], dtype=np.float32)
-        self.W_emb_ = np.asarray(state["W_emb"], dtype=np.float32).reshape(self.dim, len(self.concept_ids))
-        self.b_emb_ = np.asarray(state["b_emb"], dtype=np.float32)
+    def _set_state(self, d: dict) -> None:
+        dim, k = int(d["encoder"]["dim"]), len(d["concept_ids"])
+        self.concept_ids_: list[str] = list(d["concept_ids"])
+        self.roles_: dict = d["roles"]
+        self.encoder_info_: dict = d["encoder"]  # name, fingerprint (of the weights), dim
+        self.bank_info_: dict = d["bank"]  # fingerprint, version, name
+        self.training_: dict = d["training"]
+        self.n_features_in_ = dim
+        self.W_ = np.asarray(d["W"], dtype=np.float32).reshape(dim, k)
+        self.b_ = np.asarray(d["b"], dtype=np.float32)
+        self.W_emb_ = np.asarray(d["W_emb"], dtype=np.float32).reshape(dim, k)
+        self.b_emb_ = np.asarray(d["b_emb"], dtype=np.float32)
         self.fusion_ = {c: (np.asarray(v["coef"], dtype=np.float64), float(v["intercept"]))
-                        for c, v in state["fusion"].items()}
-        self.keywords_ = KeywordTagger(keywords=state["keywords"])  # compiled on first use: texts to tag
+                        for c, v in d["fusion"].items()}
+        self.keyword_spec_: dict = d["keywords"]
+        self.operating_points_: dict = d["operating_points"]
+        self.operating_points_embedding_: dict = d["operating_points_embedding"]
+        self.cv_report_: dict = d.get("cv_report", {})
+        self.calibrated_ = bool(d["calibrated"])
+        self.calibration_note_: str = d["calibration_note"]
+        self.modality_: str = d["modality"]
+        # the row modalities whose thresholds were measured on labelled data of that modality (captions: text)
+        self.calibrated_modalities_: tuple = tuple(d.get("calibrated_modalities", ("text",)))
+        # per media modality: the probe heads and operating points measured on labelled examples of it
+        # (analyzer/concepts/modality_calibration.py)
+        self.modality_heads_: dict = d.get("modality_heads", {})
+        self._heads = {m: (np.asarray(h["W"], dtype=np.float32).reshape(dim, k), np.asarray(h["b"], dtype=np.float32))
+                       for m, h in self.modality_heads_.items()}
+        # caption languages with measured support (docs/concepts.md); captions in others are "not assessed"
+        self.supported_languages_: tuple = tuple(d.get("supported_languages", SUPPORTED_LANGUAGES))
+        # the rule and the cross-validated figures per language behind supported_languages_ (analyzer/concepts/support.py)
+        self.language_support_: dict = d.get("language_support", {})
+        self._keywords: KeywordTagger | None = None  # patterns compiled on first use: a scan without texts never does
+        self._resolved_encoder = self.encoder
 
-    # -- serialisation -------------------------------------------------------------------------------
-    def to_dict(self) -> dict:
-        d = copy.deepcopy(self._state)
-        d["calibrated"], d["calibration_note"] = self.calibrated, self.calibration_note
-        return d
+    # -- the fitted state, read by the other stages ---------------------------------------------------
+    def _fitted(self, name: str):
+        try:
+            return getattr(self, name)
+        except AttributeError:
+            raise NotFittedError("expected a fitted ConceptModel, got an unfitted one; call fit() or "
+                                 "ConceptModel.from_dict()") from None
 
-    @classmethod
-    def from_dict(cls, d: dict, encoder=None) -> "ConceptModel":
-        if not isinstance(d, dict) or d.get("format") != MODEL_FORMAT:
-            got = d.get("format") if isinstance(d, dict) else type(d).__name__
-            raise InputError(f"expected a concept model dict of format {MODEL_FORMAT}, got format {got!r}; "
-                             "refit with fit_concept_model")
-        return cls(copy.deepcopy(d), encoder)
+    concept_ids = property(lambda self: self._fitted("concept_ids_"), doc="concept ids, in column order")
+    operating_points = property(lambda self: self._fitted("operating_points_"),
+                                doc="{concept: {'screen'|'confirm': {threshold, precision, recall, ...}}}")
+    operating_points_embedding = property(lambda self: self._fitted("operating_points_embedding_"),
+                                          doc="the same thresholds measured on the embedding-only path")
+    cv_report = property(lambda self: self._fitted("cv_report_"), doc="cross-validated figures per concept")
+    supported_languages = property(lambda self: list(self._fitted("supported_languages_")),
+                                   doc="caption languages with measured support (analyzer/concepts/support.py)")
+    language_support = property(lambda self: self._fitted("language_support_"),
+                                doc="{rule, languages: {lang: {supported, reasons, figures}}, supported}")
+    calibrated = property(lambda self: self._fitted("calibrated_"), doc="False for image rows or image modality")
+    calibration_note = property(lambda self: self._fitted("calibration_note_"))
+    dim = property(lambda self: int(self._fitted("encoder_info_")["dim"]))
+    encoder_name = property(lambda self: self._fitted("encoder_info_")["name"])
+    encoder_fingerprint = property(lambda self: self._fitted("encoder_info_")["fingerprint"])
+    bank_fingerprint = property(lambda self: self._fitted("bank_info_")["fingerprint"])
+    bank_version = property(lambda self: self._fitted("bank_info_")["version"])
 
-    # -- scoring -------------------------------------------------------------------------------------
     @property
-    def encoder(self):
-        if self._encoder is None:
+    def keywords_(self) -> KeywordTagger:
+        """The fitted KeywordTagger of the model's keyword lists (compiled on first use, about 0.15 s)."""
+        if self._fitted("_keywords") is None:
+            self._keywords = KeywordTagger(keywords=self.keyword_spec_).fit()
+        return self._keywords
+
+    def calibrated_for(self, modality: str) -> bool:
+        """Whether rows of ``modality`` are scored against thresholds measured on labelled data of that modality."""
+        return modality in self._fitted("calibrated_modalities_")
+
+    def caption_languages(self, texts) -> list[str]:
+        """The language of each caption (analyzer/concepts/language.py): an ISO 639-1 code where one exists, "und"
+        when it cannot be told (no language scores >= 0.3), "zxx" when there is nothing to read (under 2 letters)."""
+        return detect_languages(texts)
+
+    def language_supported(self, lang: str) -> bool:
+        """Whether captions in ``lang`` are assessed with measured support: ``lang`` passed the support rule on the
+        cross-validated figures at fit time (``language_support``; analyzer/concepts/support.py)."""
+        return lang in self._fitted("supported_languages_")
+
+    def text_encoder(self):
+        """The encoder the model was fitted with; for a model restored without one, resolved by name and checked
+        against the fitted weights' fingerprint."""
+        if self._fitted("_resolved_encoder") is None:
             from analyzer.encoders import get_encoder
 
             enc = get_encoder(self.encoder_name)
@@ -112,17 +167,49 @@ class ConceptModel:
                 raise InputError(f"expected the encoder {self.encoder_name} the model was fitted with "
                                  f"(fingerprint {self.encoder_fingerprint[:12]}), got {enc.fingerprint[:12]}; "
                                  "refit the model")
-            self._encoder = enc
-        return self._encoder
+            self._resolved_encoder = enc
+        return self._resolved_encoder
 
-    def logits(self, embeddings: np.ndarray, *, embedding_path: bool = False) -> np.ndarray:
+    # -- serialisation -------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        """The JSON form (RUN/model.json): every learned attribute, plain lists and numbers, no pickle."""
+        d = {
+            "format": MODEL_FORMAT, "concept_ids": self.concept_ids, "roles": self.roles_,
+            "encoder": self.encoder_info_, "bank": self.bank_info_, "training": self.training_,
+            "W": self.W_.ravel().tolist(), "b": self.b_.tolist(), "W_emb": self.W_emb_.ravel().tolist(),
+            "b_emb": self.b_emb_.tolist(),
+            "fusion": {c: {"coef": coef.tolist(), "intercept": icpt, "features": FUSION_FEATURES}
+                       for c, (coef, icpt) in self.fusion_.items()},
+            "keywords": self.keyword_spec_, "operating_points": self.operating_points_,
+            "operating_points_embedding": self.operating_points_embedding_, "cv_report": self.cv_report_,
+            "calibrated": self.calibrated_, "modality": self.modality_, "calibration_note": self.calibration_note_,
+            "calibrated_modalities": list(self.calibrated_modalities_),
+            "modality_heads": self.modality_heads_,
+            "supported_languages": list(self.supported_languages_), "language_support": self.language_support_,
+        }
+        return copy.deepcopy(d)
+
+    @classmethod
+    def from_dict(cls, d: dict, encoder=None) -> "ConceptModel":
+        if not isinstance(d, dict) or d.get("format") != MODEL_FORMAT:
+            got = d.get("format") if isinstance(d, dict) else type(d).__name__
+            raise InputError(f"expected a concept model dict of format {MODEL_FORMAT}, got format {got!r}; "
+                             "refit with fit_concept_model")
+        model = cls(encoder=encoder, seed=int(d["training"]["seed"]), modality=d["modality"])
+        model._set_state(copy.deepcopy(d))
+        return model
+
+    # -- scoring -------------------------------------------------------------------------------------
+    def logits(self, embeddings: np.ndarray, *, embedding_path: bool = False, modality: str | None = None
+               ) -> np.ndarray:
         """(k, n) float32 linear scores, one contiguous row per concept: one matrix product.
 
-        float32 input: a single BLAS call. float16 input: converted in cache-sized chunks (torch's vectorised
-        half-to-float copy when available, numpy otherwise) straight into the matrix product, so the float32
-        copy of the whole batch never exists.
+        float32 input: a single BLAS call. float16 input: widened block by block (``analyzer.vectors.to_float32``)
+        straight into the matrix product, so the float32 copy of the whole batch never exists.
         """
         W, b = (self.W_emb_, self.b_emb_) if embedding_path else (self.W_, self.b_)
+        if embedding_path and modality in self._heads:  # measured on labelled data of that modality
+            W, b = self._heads[modality]
         Wt = np.ascontiguousarray(W.T)
         E = embeddings
         if E.dtype == np.float32:
@@ -131,18 +218,14 @@ class ConceptModel:
             n = E.shape[0]
             rows = max(1024, _CHUNK_BYTES // (4 * max(E.shape[1], 1)))  # big blocks: BLAS calls stay efficient
             out = np.empty((Wt.shape[0], n), dtype=np.float32)
-            buf = np.empty((min(rows, max(n, 1)), E.shape[1]), dtype=np.float32)
-            convert = _half_copier(E)
             for i in range(0, n, rows):
                 m = min(rows, n - i)
-                convert(buf[:m], E[i:i + m])
-                np.matmul(Wt, buf[:m].T, out=out[:, i:i + m])
+                np.matmul(Wt, to_float32(E[i:i + m]).T, out=out[:, i:i + m])
         out += b[:, None]
         return out
 
     def _check(self, texts, embeddings, modality):
-        if modality not in ("text", "image"):
-            raise InputError(f"expected modality 'text' or 'image', got {modality!r}")
+        _check_modality(modality)
         if texts is None and embeddings is None:
             raise InputError("expected texts or embeddings to score, got neither")
         if embeddings is not None:
@@ -169,9 +252,9 @@ class ConceptModel:
         if E is None:
             E = np.zeros((len(texts), self.dim), dtype=np.float32)
             if has_text.any():
-                E[has_text] = self.encoder.encode_text([str(texts[i]) for i in np.nonzero(has_text)[0]])
+                E[has_text] = self.text_encoder().encode_text([str(texts[i]) for i in np.nonzero(has_text)[0]])
         # embedding path for every row: one matmul + sigmoid
-        zz = self.logits(E, embedding_path=True)
+        zz = self.logits(E, embedding_path=True, modality=modality)
         np.clip(zz, -40, 40, out=zz)
         np.negative(zz, out=zz)
         np.exp(zz, out=zz)
@@ -183,31 +266,37 @@ class ConceptModel:
             sub = [str(texts[i]) for i in sel]
             langs = detect_languages(sub)
             kw = self.keywords_.transform(sub, langs)
-            non_en = _non_en(langs)
+            non_en = non_en_mask(langs)
             z = self.logits(np.ascontiguousarray(E[sel]).astype(np.float32))
             for j, c in enumerate(self.concept_ids):
                 coef, icpt = self.fusion_[c]
                 F = fusion_features(z[j].astype(np.float64), kw[:, j, 0], kw[:, j, 1], non_en, kw[:, j, 2])
-                out[c][sel] = sigmoid(F @ coef + icpt)
+                fused = sigmoid(F @ coef + icpt)
+                # a modality with a measured head keeps it: a caption can add evidence, never remove it
+                out[c][sel] = np.maximum(fused, out[c][sel]) if modality in self._heads else fused
         return out
 
     def _note_modality(self, modality: str) -> None:
         """Scoring image rows with a model calibrated on text marks it uncalibrated (model.json, summary, report)."""
-        if modality == "image" and self.modality != "image" and self.calibrated:
-            self.calibrated = False
-            self.calibration_note = (
-                f"UNCALIBRATED for image embeddings: thresholds were fitted on {self.encoder_name} text "
-                "embeddings of labelled captions; no labelled images exist for this encoder, so probabilities "
-                "and the screen/confirm points on images are indicative only. " + self.calibration_note)
+        if modality != "text" and not self.calibrated_for(modality) and self.calibrated_:
+            self.calibrated_ = False
+            self.calibration_note_ = (
+                f"UNCALIBRATED for {modality} embeddings: thresholds were fitted on {self.encoder_name} text "
+                f"embeddings of labelled captions; no labelled {modality} data exist for this encoder, so "
+                f"probabilities and the screen/confirm points on {modality} rows are indicative only. "
+                + how_to_calibrate(modality, self.encoder_name) + " " + self.calibration_note_)
 
     def embedding_head(self, modality: str = "text") -> tuple[np.ndarray, np.ndarray]:
         """(W (dim, k) float32, b (k,) float32) of the embedding path: for unit rows U without captions,
         ``score(None, U, modality)[c] == sigmoid(U @ W + b)[:, j]``. Lets a caller fuse normalisation and
-        scoring block by block (analyzer.tag.batch.score_embeddings)."""
-        if modality not in ("text", "image"):
-            raise InputError(f"expected modality 'text' or 'image', got {modality!r}")
+        scoring block by block (analyzer.tag.scoring.score_embeddings)."""
+        _check_modality(modality)
         self._note_modality(modality)
-        return self.W_emb_, self.b_emb_
+        return self._heads.get(modality, (self.W_emb_, self.b_emb_))
+
+    def modality_head(self, modality: str) -> dict | None:
+        """The head fitted on labelled ``modality`` examples (W, b, operating_points, detector...), or None."""
+        return self._fitted("modality_heads_").get(modality)
 
     def decide(self, scores: dict[str, np.ndarray], point: str = "confirm") -> dict[str, np.ndarray]:
         return {c: scores[c] >= self.operating_points[c][point]["threshold"] for c in self.concept_ids}
@@ -216,214 +305,16 @@ class ConceptModel:
         return detect_languages(texts)
 
 
-# -- fitting -------------------------------------------------------------------------------------------
-def _encode(encoder, texts: list[str]) -> np.ndarray:
-    """Encode with a per-text in-process cache (a bank with a few new probe examples encodes only those)."""
-    ns = encoder.name + ":" + encoder.fingerprint
-    cache = _EMB_CACHE.setdefault(ns, {})
-    missing = [t for t in dict.fromkeys(texts) if t not in cache]
-    if missing:
-        E = np.asarray(encoder.encode_text(missing), dtype=np.float32)
-        cache.update(zip(missing, E))
-    return np.stack([cache[t] for t in texts]) if texts else np.zeros((0, encoder.dim), np.float32)
+def _check_modality(modality) -> None:
+    if modality not in MODALITIES:
+        raise InputError(f"expected modality {', '.join(repr(m) for m in MODALITIES)}, got {modality!r}")
 
 
-def _code_fingerprint() -> str:
-    """sha256 of the fitting code, so a changed fit never reuses a cached model."""
-    h = hashlib.sha256()
-    here = Path(__file__).resolve().parent
-    for name in ("model.py", "calibration.py", "data.py", "keywords.py", "taggers.py", "bank.py", "evaluate.py"):
-        try:
-            h.update((here / name).read_bytes())
-        except OSError:
-            h.update(name.encode())
-    return h.hexdigest()
+def fit_concept_model(bank: ConceptBank, encoder, seed: int = 0, *, modality: str = "text",
+                      cache: FitCache | None = None) -> ConceptModel:
+    """``ConceptModel(bank=bank, encoder=encoder, seed=seed, modality=modality, cache=cache).fit()``.
 
-
-def _cache_dir() -> Path | None:
-    if os.environ.get("ANALYZER_NO_MODEL_CACHE"):
-        return None
-    base = os.environ.get("ANALYZER_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "dataset-risk-analyzer")
-    return Path(base) / "concept-models"
-
-
-def fit_concept_model(bank: ConceptBank, encoder, seed: int = 0, *, modality: str = "text") -> ConceptModel:
-    """Fit taggers, fusion, calibration and operating points for ``bank`` in ``encoder``'s space.
-
-    Results are cached in memory and as JSON under ``~/.cache/dataset-risk-analyzer/concept-models`` (set
-    ``ANALYZER_NO_MODEL_CACHE=1`` to disable), keyed by the bank, encoder weights, training data and seed.
+    Fitted states are reused from, and written to, ``CACHE_DIR/concept-models`` only when a cache directory is set
+    (``--cache-dir`` / ``ANALYZER_CACHE_DIR``); keyed by the bank, encoder weights, training data, code and seed.
     """
-    if modality not in ("text", "image"):
-        raise InputError(f"expected modality 'text' or 'image', got {modality!r}")
-    rows = load_training_rows()
-    key = hashlib.sha256(json.dumps([MODEL_FORMAT, _code_fingerprint(), bank.fingerprint, encoder.name,
-                                     encoder.fingerprint, rows.sha256, int(seed)]).encode()).hexdigest()[:32]
-    key = "model-" + key
-    state = _cache_get(key)
-    if state is None:
-        state = _fit_state(bank, encoder, seed, rows)
-        _cache_put(key, state)
-    state = copy.deepcopy(state)
-    state["modality"] = modality
-    if modality == "image":
-        state["calibrated"] = False
-        state["calibration_note"] = (
-            f"UNCALIBRATED: {encoder.name} has no labelled image data; probes were fitted on its text "
-            "embeddings of labelled captions and transferred to image embeddings, so probabilities and "
-            "thresholds on images are indicative only. Label a sample and run `analyzer probe fit`.")
-    return ConceptModel(state, encoder)
-
-
-def _cv_logits(X, y, seed, C):
-    # scikit-learn is imported where a model is fitted: a scan that loads a fitted model never imports it (2 s)
-    from sklearn.model_selection import StratifiedKFold
-
-    from analyzer.concepts.taggers import ProbeTagger
-
-    oof = np.zeros(len(y))
-    skf = StratifiedKFold(n_splits=min(N_FOLDS, int(min(np.bincount(y)))), shuffle=True, random_state=seed)
-    for tr, te in skf.split(X, y):
-        oof[te] = ProbeTagger(C=C, random_state=seed).fit(X[tr], y[tr]).decision_function(X[te])
-    return oof
-
-
-def _cv_fusion(F, y, seed):
-    from sklearn.model_selection import StratifiedKFold
-
-    oof = np.zeros(len(y))
-    skf = StratifiedKFold(n_splits=min(N_FOLDS, int(min(np.bincount(y)))), shuffle=True, random_state=seed + 1)
-    for tr, te in skf.split(F, y):
-        coef, icpt = fit_fusion(F[tr], y[tr], FUSION_NONNEG)
-        oof[te] = sigmoid(F[te] @ coef + icpt)
-    return oof
-
-
-def _cache_get(name: str) -> dict | None:
-    if name in _MEM_CACHE:
-        return _MEM_CACHE[name]
-    cdir = _cache_dir()
-    if cdir is not None and (cdir / f"{name}.json").is_file():
-        try:
-            d = json.loads((cdir / f"{name}.json").read_text())
-        except (OSError, ValueError):
-            return None
-        if isinstance(d, dict) and d.get("format") == MODEL_FORMAT:
-            _MEM_CACHE[name] = d
-            return d
-    return None
-
-
-def _cache_put(name: str, d: dict) -> None:
-    _MEM_CACHE[name] = d
-    cdir = _cache_dir()
-    if cdir is None:
-        return
-    try:
-        cdir.mkdir(parents=True, exist_ok=True)
-        tmp = cdir / f".{name}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(d))
-        os.replace(tmp, cdir / f"{name}.json")
-    except OSError:
-        pass
-
-
-def _fit_concept(c, texts: list[str], y: np.ndarray, source: str, encoder, seed: int, kwt: KeywordTagger,
-                 groups: list[str] | None = None) -> dict:
-    """Probe, fusion, calibration and operating points of one concept on its labelled texts.
-
-    ``groups``: the reporting group of each text (a training caption's labelled language, "prompt" for the
-    bank's prompts and probe examples); the cross-validated figures are also reported per group."""
-    if len(np.unique(y)) < 2 or min(np.bincount(y)) < 2:
-        raise InputError(f"expected positive and negative examples for concept {c.id!r}, got "
-                         f"{int(y.sum())} positives of {len(y)}; add prompts or probe examples")
-    X = _encode(encoder, texts)
-    langs = detect_languages(texts)
-    jj = kwt.concept_ids_.index(c.id)
-    kw = kwt.transform(texts, langs)[:, jj, :]
-    from analyzer.concepts.taggers import ProbeTagger
-
-    C = ProbeTagger().C
-    z_oof = _cv_logits(X, y, seed, C)
-    F = fusion_features(z_oof, kw[:, 0], kw[:, 1], _non_en(langs), kw[:, 2])
-    p_oof = _cv_fusion(F, y, seed)
-    coef, icpt = fit_fusion(F, y, FUSION_NONNEG)
-    probe = ProbeTagger(C=C, random_state=seed).fit(X, y)
-    w, b = probe.coef_[0].astype(np.float32), float(probe.intercept_[0])
-    what = f"{N_FOLDS}-fold cross-validated predictions on {len(y)} examples ({source})"
-    ops = choose_operating_points(p_oof, y, measured_on=what)
-    # embedding path: affine map of the probe logit, matched to the text path thresholds
-    a, c0 = fit_platt(z_oof, y)
-    emb_pts = choose_operating_points(sigmoid(a * z_oof + c0), y, measured_on=what + ", embedding only")
-    alpha, beta = _match_thresholds(emb_pts, ops, a, c0)
-    q_mapped = sigmoid(alpha * z_oof + beta)
-    ops_emb = {pt: dict(point_metrics(q_mapped, y, ops[pt]["threshold"]), measured_on=what + ", embedding only")
-               for pt in ("screen", "confirm")}
-    return {"format": MODEL_FORMAT, "w": w.tolist(), "b": b, "w_emb": (np.float32(alpha) * w).tolist(),
-            "b_emb": float(alpha * b + beta),
-            "fusion": {"coef": coef.tolist(), "intercept": icpt, "features": FUSION_FEATURES},
-            "ops": ops, "ops_emb": ops_emb,
-            "cv_report": cv_report(p_oof, q_mapped, y, np.array(groups or langs, dtype=object), ops, source,
-                                   seed)}
-
-
-def _fit_state(bank: ConceptBank, encoder, seed: int, rows) -> dict:
-    kwt = KeywordTagger(bank).compile()
-    context = [c.id for c in bank.concepts if c.id not in rows.labels]
-    kw_caps = kwt.transform(rows.texts, detect_languages(rows.texts))
-    kw_strong = {c: kw_caps[:, kwt.concept_ids_.index(c), 0] > 0 for c in context}
-    pool, sets = assemble(bank, rows, kw_strong)
-    k, d = len(bank.concepts), int(encoder.dim)
-    W, b = np.zeros((d, k), np.float32), np.zeros(k, np.float32)
-    W_emb, b_emb = np.zeros((d, k), np.float32), np.zeros(k, np.float32)
-    fusion, ops, ops_emb, cv_report = {}, {}, {}, {}
-    code = _code_fingerprint()
-    lang_of: dict[str, str] = {}
-    for t, lang in zip(rows.texts, rows.langs):
-        lang_of.setdefault(t, lang)
-    for j, c in enumerate(bank.concepts):
-        cs = sets[c.id]
-        texts = [pool[i] for i in cs.idx]
-        groups = [lang_of.get(t, "prompt") for t in texts]
-        key = "concept-" + hashlib.sha256(json.dumps(
-            [MODEL_FORMAT, code, encoder.name, encoder.fingerprint, int(seed), c.id, c.keywords, texts,
-             cs.y.tolist(), cs.label_source, groups]).encode()).hexdigest()[:32]
-        res = _cache_get(key)
-        if res is None:
-            res = _fit_concept(c, texts, cs.y, cs.label_source, encoder, seed, kwt, groups)
-            _cache_put(key, res)
-        W[:, j], b[j] = np.asarray(res["w"], np.float32), res["b"]
-        W_emb[:, j], b_emb[j] = np.asarray(res["w_emb"], np.float32), res["b_emb"]
-        fusion[c.id], ops[c.id], ops_emb[c.id], cv_report[c.id] = (res["fusion"], res["ops"], res["ops_emb"],
-                                                                    res["cv_report"])
-    return {
-        "format": MODEL_FORMAT, "concept_ids": bank.concept_ids,
-        "roles": {c.id: c.role for c in bank.concepts},
-        "encoder": {"name": encoder.name, "fingerprint": encoder.fingerprint, "dim": d},
-        "bank": {"fingerprint": bank.fingerprint, "version": bank.version, "name": bank.name},
-        "training": {"files": rows.files, "sha256": rows.sha256, "seed": int(seed),
-                     "examples": {c: int(len(s.y)) for c, s in sets.items()},
-                     "positives": {c: int(s.y.sum()) for c, s in sets.items()}},
-        "W": W.ravel().tolist(), "b": b.tolist(), "W_emb": W_emb.ravel().tolist(), "b_emb": b_emb.tolist(),
-        "fusion": fusion, "keywords": {c.id: c.keywords for c in bank.concepts},
-        "operating_points": ops, "operating_points_embedding": ops_emb, "cv_report": cv_report,
-        "calibrated": True, "modality": "text",
-        "calibration_note": (
-            f"Calibrated for {encoder.name} text: logistic fusion of probe and keyword signals fitted on "
-            f"{N_FOLDS}-fold cross-validated predictions of the project's labelled captions (seed {seed}). "
-            "Probabilities reflect the training mix of positives, not a dataset's prevalence; use the "
-            "screen/confirm points, whose precision and recall are stored with them."),
-    }
-
-
-def _match_thresholds(emb_pts: dict, text_pts: dict, a: float, c0: float) -> tuple[float, float]:
-    """Affine (alpha, beta) on the probe logit so that the embedding-only screen/confirm decisions land on
-    the text path's thresholds; falls back to Platt (a, c0) shifted to the confirm threshold."""
-    us, uc = logit(emb_pts["screen"]["threshold"]), logit(emb_pts["confirm"]["threshold"])
-    ts, tc = logit(text_pts["screen"]["threshold"]), logit(text_pts["confirm"]["threshold"])
-    zs, zc = (us - c0) / max(a, 1e-9), (uc - c0) / max(a, 1e-9)
-    if zc - zs > 1e-6 and tc - ts > 1e-6:
-        alpha = (tc - ts) / (zc - zs)
-        if 0.05 * a <= alpha <= 20 * a:
-            return float(alpha), float(ts - alpha * zs)
-    alpha = max(a, 1e-3)
-    return float(alpha), float(tc - alpha * zc)
+    return ConceptModel(bank=bank, encoder=encoder, seed=seed, modality=modality, cache=cache).fit()

@@ -5,9 +5,13 @@ float32 array of shape (n, dim) with L2-normalised rows, so a dot product is a c
 """
 from __future__ import annotations
 
+import os
+import sys
 from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
+
+from analyzer.config import library_cache_dir
 
 
 @runtime_checkable
@@ -21,6 +25,32 @@ class Encoder(Protocol):
 
     def encode_images(self, images: Sequence) -> np.ndarray: ...
 
+    def encode_images_safe(self, images: Sequence) -> tuple[np.ndarray, list[str | None]]:
+        """(embeddings, one error or None per image): an undecodable image is a per-item error, not a failure."""
+        ...
+
+    # audio (analyzer/tag/media.py): an encoder with an audio tower embeds mono float32 windows of
+    # ``audio_window_s`` seconds at ``audio_sample_rate`` Hz into the space of its texts
+    supports_audio: bool
+    audio_sample_rate: int
+    audio_window_s: float
+
+    def encode_audio(self, waveforms: Sequence[np.ndarray]) -> np.ndarray: ...
+
+
+class NoAudio:
+    """The audio part of the protocol for encoders without an audio tower (every encoder but CLAP)."""
+
+    supports_audio = False
+    audio_sample_rate = 0
+    audio_window_s = 0.0
+
+    def encode_audio(self, waveforms: Sequence[np.ndarray]) -> np.ndarray:
+        from analyzer.errors import InputError
+
+        raise InputError(f"expected an encoder with an audio tower for audio embeddings, got {self.name!r}; "
+                         "use --encoder clap:PATH (audio files are otherwise assessed from their captions)")
+
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
     """Row-normalise to unit length in float32; zero rows stay zero (callers flag them)."""
@@ -28,3 +58,16 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     np.divide(x, norms, out=x, where=norms > 0)
     return x
+
+
+def prepare_model_libraries() -> None:
+    """Environment for the model libraries (sentence-transformers, transformers, open_clip), set before they are
+    first imported: nothing is downloaded (``HF_HUB_OFFLINE=1`` unless the user set it), and torch's compile cache,
+    which ``torch._dynamo`` creates when those libraries import it, goes to ``CACHE_DIR/torchinductor`` or a
+    temporary directory removed at exit instead of ``$TMPDIR/torchinductor_<user>``. The Hugging Face cache stays
+    where it is: the weights of an open_clip pretrained tag are read from it; offline, nothing is written there."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if "torch._dynamo" not in sys.modules and not os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(library_cache_dir("torchinductor"))

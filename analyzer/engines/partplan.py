@@ -67,7 +67,7 @@ def parquet_batch_sizes(path, batch_size: int, *, no_columns: bool = False) -> l
 
 def plan_units(reader, batch_size: int) -> list[Unit]:
     """Units in input order; part indexes and row offsets are global and contiguous."""
-    kind = getattr(reader, "kind", None)
+    kind = reader.kind
     per_file: list[tuple[object, list[int], str, list[str]]] = []
     if kind == "tabular" and all(reader.formats[p] == "parquet" for p in reader.files):
         for p in reader.files:
@@ -85,7 +85,7 @@ def plan_units(reader, batch_size: int) -> list[Unit]:
             per_file.append((sub, sizes, str(meta), [str(npy), str(meta)]))
     else:
         return [Unit(reader=reader, start_row=0, first_part=0, sizes=None, label="all inputs",
-                     files=[str(f) for f in getattr(reader, "files", [])])]
+                     files=[str(f) for f in reader.files])]
     units, row, part = [], 0, 0
     for sub, sizes, label, files in per_file:
         units.append(Unit(reader=sub, start_row=row, first_part=part, sizes=sizes, label=label, files=files))

@@ -3,8 +3,8 @@
 Pipeline (one Ray Data dataset, streamed)::
 
     units (one row per input file/shard, see partplan.py)
-      -> map_batches(_ingest)     tasks: read the unit's batches, hash-match them, one row per part (Arrow IPC)
-      -> map_batches(_TagActor)   actor pool (GPU actors when the cluster has GPUs): embed + tag + write the part
+      -> map_batches(ingest_units)     tasks: read the unit's batches, hash-match them, one row per part (Arrow IPC)
+      -> map_batches(TagActor)   actor pool (GPU actors when the cluster has GPUs): embed + tag + write the part
       -> driver                   counts rows, progress bar, raises the first per-part InputError
 
 Part ``i`` holds exactly the rows, columns and values of the local engine's part ``i`` (same batches from the
@@ -168,9 +168,9 @@ def _msg(part: int, rows: int, *, data: bytes | None = None, skipped: bool = Fal
                     schema=PART_MSG)
 
 
-def _ingest(batch: pa.Table, *, units, batch_size: int, root: str, hashes=None):
+def ingest_units(batch: pa.Table, *, units, batch_size: int, root: str, hashes=None):
     """Read the units named in ``batch`` and yield one message per part (skipped parts carry no data)."""
-    from analyzer.engines.local import _write_hash_part
+    from analyzer.engines.local import write_hash_part
     from analyzer.store.rundir import RunStore
 
     store = RunStore(root)
@@ -185,7 +185,7 @@ def _ingest(batch: pa.Table, *, units, batch_size: int, root: str, hashes=None):
                 if hashes is not None:
                     if matcher is None:
                         matcher = _fresh_matcher(hashes)
-                    _write_hash_part(matcher, b, store.root / "parts" / "hash_matches", i)
+                    write_hash_part(matcher, b, store.root / "parts" / "hash_matches", i)
                 yield _msg(i, b.num_rows, data=batch_to_bytes(b))
         except InputError as exc:
             yield _msg(unit.first_part, 0, error=str(exc))
@@ -199,11 +199,11 @@ def _fresh_matcher(hashes):
     return m
 
 
-class _TagActor:
+class TagActor:
     """Holds the encoder and concept model; embeds, tags and writes one part per input row."""
 
     def __init__(self, encoder_name: str, encoder_fingerprint: str, model_state, root: str,
-                 embedding_modality: str, keep_embeddings: bool):
+                 embedding_modality: str, keep_embeddings: bool, media: dict | None = None):
         for k, v in _ENV.items():
             os.environ.setdefault(k, v)
         from analyzer.concepts.model import ConceptModel
@@ -212,7 +212,10 @@ class _TagActor:
 
         self.error = None
         self.store = RunStore(root)
+        from analyzer.tag.media import media_options
+
         self.embedding_modality, self.keep_embeddings = embedding_modality, keep_embeddings
+        self.media = media_options(media)
         try:
             self.encoder = get_encoder(encoder_name)
             if self.encoder.fingerprint != encoder_fingerprint:
@@ -233,6 +236,7 @@ class _TagActor:
                           f"{exc}; put --out on a filesystem shared by the nodes")
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        from analyzer.engines.local import hash_matched_ids
         from analyzer.tag.batch import tag_batch
 
         out = {"part": [], "rows": [], "skipped": [], "error": []}
@@ -243,8 +247,10 @@ class _TagActor:
             if err is None and not rec["skipped"]:
                 try:
                     b = batch_from_bytes(rec["data"])
+                    matched = hash_matched_ids(self.store.root / "parts" / "hash_matches", rec["part"])
                     items, emb = tag_batch(b, self.encoder, self.model, embedding_modality=self.embedding_modality,
-                                           keep_embeddings=self.keep_embeddings)
+                                           keep_embeddings=self.keep_embeddings, hash_matched=matched,
+                                           media=self.media)
                     self.store.write_part(rec["part"], items, emb)
                 except InputError as exc:
                     err = str(exc)
@@ -256,7 +262,7 @@ class _TagActor:
 # ---- driver ----------------------------------------------------------------------------------------------
 def run_parts_ray(cfg, reader, encoder, model, store, hashes=None) -> int:
     """Write every part of the scan with Ray Data; returns the number of input rows (as the local engine)."""
-    from analyzer.pipeline import progress
+    from analyzer.progress import progress
 
     opts = check_options(cfg.engine_options)
     units = plan_units(reader, cfg.batch_size)
@@ -274,8 +280,7 @@ def run_parts_ray(cfg, reader, encoder, model, store, hashes=None) -> int:
             continue
         pending.append(k)
         todo = None if left is None or todo is None else todo + left
-    total = sum(u.rows for u in units) if all(u.sizes is not None for u in units) else (
-        reader.count_rows() if hasattr(reader, "count_rows") else None)
+    total = sum(u.rows for u in units) if all(u.sizes is not None for u in units) else reader.count_rows()
     bar = progress(total, "embed+tag (ray)", quiet=cfg.quiet)
     bar.update(rows)
     written = 0
@@ -293,15 +298,15 @@ def run_parts_ray(cfg, reader, encoder, model, store, hashes=None) -> int:
             hashes_arg = _fresh_matcher(hashes) if hashes is not None else None
             ds = ray.data.from_items([{"unit": k} for k in pending], override_num_blocks=len(pending))
             ds = ds.map_batches(
-                _ingest, batch_size=1, batch_format="pyarrow", num_cpus=res["ingest_num_cpus"],
+                ingest_units, batch_size=1, batch_format="pyarrow", num_cpus=res["ingest_num_cpus"],
                 **_compute(ray.data, min(res["ingest_concurrency"], len(pending)), actors=False),
                 fn_kwargs=dict(units=units, batch_size=cfg.batch_size, root=str(store.root), hashes=hashes_arg),
             )
             ds = ds.map_batches(
-                _TagActor, batch_size=1, batch_format="pyarrow", num_cpus=res["num_cpus"],
+                TagActor, batch_size=1, batch_format="pyarrow", num_cpus=res["num_cpus"],
                 num_gpus=res["num_gpus"] or None, **_compute(ray.data, res["concurrency"], actors=True),
                 fn_constructor_args=(encoder.name, encoder.fingerprint, _model_arg(model, store), str(store.root),
-                                     cfg.embedding_modality, cfg.keep_embeddings),
+                                     cfg.embedding_modality, cfg.keep_embeddings, cfg.media_options),
             )
             stack.enter_context(warnings.catch_warnings())
             # Ray Data counts the single input block of a one-file scan, not the parts it streams out
@@ -326,4 +331,17 @@ def run_parts_ray(cfg, reader, encoder, model, store, hashes=None) -> int:
     return rows
 
 
-__all__ = ["run_parts_ray", "check_options", "resolve_resources", "ray_session", "OPTIONS"]
+class RayEngine:
+    """The parts stage on Ray Data (``engine_options``: see the module docstring and ray_options.py)."""
+
+    name = "ray"
+
+    def __init__(self, options: dict):
+        self.options = check_options(options)
+
+    def run_parts(self, cfg, reader, encoder, model, store, hashes=None) -> int:
+        cfg.engine_options = self.options
+        return run_parts_ray(cfg, reader, encoder, model, store, hashes)
+
+
+__all__ = ["RayEngine", "run_parts_ray", "check_options", "resolve_resources", "ray_session", "OPTIONS"]

@@ -4,7 +4,8 @@ Spec grammar (one string per list; several lists at once; every match names its 
 
     [KIND:][NAME=]PATH[:COLUMN]
 
-* ``KIND`` is ``md5``, ``sha1``, ``sha256``, ``pdq`` or ``url``. Without it the kind comes from the CSV
+* ``KIND`` is ``md5``, ``sha1``, ``sha256``, ``pdq``, ``url`` or ``vpdq`` (video frame hashes, analyzer/hashes/vpdq.py).
+  Without it the kind comes from the CSV
   column name (a column called md5/sha1/sha256/pdq/url) or from the hex length of the entries:
   32 = md5, 40 = sha1. **64 hex digits are ambiguous** (sha256 and PDQ are both 256 bits), so a 64-hex
   list needs ``sha256:`` or ``pdq:`` in front, or a CSV column named ``sha256`` or ``pdq``.
@@ -36,13 +37,13 @@ import numpy as np
 from analyzer.errors import InputError
 from analyzer.hashes.urls import normalize_url
 
-KINDS = ("md5", "sha1", "sha256", "pdq", "url")
+KINDS = ("md5", "sha1", "sha256", "pdq", "url", "vpdq")  # vpdq: video frame hashes (analyzer/hashes/vpdq.py)
 HEX_LEN = {"md5": 32, "sha1": 40, "sha256": 64, "pdq": 64}
 DIGEST_BYTES = {"md5": 16, "sha1": 20, "sha256": 32}
 _KIND_BY_LEN = {32: "md5", 40: "sha1"}
 _URL_ALGO_BY_LEN = {32: "md5", 40: "sha1", 64: "sha256"}
 _HEX_RE = re.compile(r"[0-9a-fA-F]+")
-_KIND_RE = re.compile(r"^(md5|sha1|sha256|pdq|url):(?!//)(.+)$", re.IGNORECASE)
+_KIND_RE = re.compile(r"^(md5|sha1|sha256|pdq|url|vpdq):(?!//)(.+)$", re.IGNORECASE)
 _NAME_RE = re.compile(r"^([A-Za-z0-9_.\-]+)=(.+)$")
 _COLUMN_RE = re.compile(r"^(.+\.(?:csv|tsv)(?:\.gz)?):([^/\\]+)$", re.IGNORECASE)
 _AUTO_COLUMNS = ("pdq", "sha256", "sha1", "md5", "url", "hash")
@@ -225,6 +226,10 @@ def load_hash_list(spec: str, *, column: str | None = None) -> HashList:
     except OSError as exc:
         raise InputError(f"expected a readable hash list file, got {path} ({exc.strerror}); "
                          "check its permissions") from None
+    if kind == "vpdq":  # one row per video frame hash: its own format and loader
+        from analyzer.hashes.vpdq import load_vpdq_list
+
+        return load_vpdq_list(name or _default_name(path), path, file_sha256)
     entries = _iter_entries(path, col)
     resolved_col = None
     if _is_csv(path):

@@ -17,106 +17,39 @@ Hashes are carried as ``uint8[32]`` rows; ``bytes.hex()`` of a row is the 64-hex
 follows the reference ``Hash256::format`` (16-bit words w[15] .. w[0]), derived from the ``pdqhash``
 binding's ``hash_to_vector``; it has not been checked against published reference vectors here.
 
-Decoding never crashes a run: :func:`decode_rgb` raises :class:`ImageDecodeError` with a one-line reason
-(bomb, truncated, unknown format, ...) that callers turn into a per-item error.
+Decoding is the scan's own (analyzer/ingest/images.py: one decoder, one set of safety limits) and never crashes a
+run: :func:`decode_rgb` raises :class:`ImageDecodeError` with a one-line reason (bomb, truncated, unknown format,
+...) that callers turn into a per-item error.
 """
 from __future__ import annotations
 
-import io
-import warnings
-
 import numpy as np
+import faiss
 
-try:  # faiss is a declared dependency; the numpy fallback keeps the module importable without it
-    import faiss
-except ImportError:  # pragma: no cover - exercised only where faiss is missing
-    faiss = None
-
-from PIL import Image, UnidentifiedImageError
+from analyzer.ingest.images import MAX_PIXELS, decode_image
 
 PDQ_BITS = 256
 PDQ_BYTES = 32
 QUALITY_FLOOR = 50
 MAX_DISTANCE = 31
-DEFAULT_MAX_PIXELS = 64_000_000  # ~8000 x 8000; anything larger is treated as a decompression bomb
+DEFAULT_MAX_PIXELS = MAX_PIXELS  # the image decoder's one limit (analyzer/ingest/images.py)
 # Row names of the eight hashes: "exact" mode (the item's pixels after this transform matched the list) and
 # pdqhash.compute_dihedral's own order ("dihedral" mode).
 ORIENTATIONS = ("orig", "rot90", "rot180", "rot270", "flip_lr", "flip_ud", "transpose", "transverse")
 DIHEDRAL_NAMES = ("orig", "rot90", "rot180", "rot270", "flipx", "flipy", "flip_plus1", "flip_minus1")
-
-# Formats we let Pillow open. Deliberately excludes EPS (shells out to Ghostscript), WMF and the exotic
-# scientific formats: a dataset image that is none of these becomes a per-item error, not a risk.
-SAFE_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "DIB", "TIFF", "AVIF", "PPM", "TGA", "ICO", "QOI",
-                "JPEG2000")
 
 
 class ImageDecodeError(Exception):
     """An image could not be decoded safely; ``str(err)`` is a one-line reason for the error column."""
 
 
-def _allowed_formats() -> list[str]:
-    Image.init()
-    return [f for f in SAFE_FORMATS if f in Image.OPEN]
-
-
 def decode_rgb(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode image bytes to an ``uint8`` array ``(height, width, 3)``; first frame of animations.
-
-    CMYK, palette, greyscale, 16-bit and alpha images are converted to RGB. Raises
-    :class:`ImageDecodeError` for empty data, unknown formats, truncated or corrupt files, and images with
-    more than ``max_pixels`` pixels (checked from the header before any pixel is decoded).
-    """
-    if data is None or len(data) == 0:
-        raise ImageDecodeError("empty image bytes")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # e.g. "Corrupt EXIF data": decoder chatter must not reach stderr
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(bytes(data)), formats=_allowed_formats()) as im:
-                width, height = im.size
-                if width <= 0 or height <= 0:
-                    raise ImageDecodeError(f"image has no pixels ({width}x{height})")
-                if width * height > max_pixels:
-                    raise ImageDecodeError(
-                        f"image too large: {width}x{height} pixels exceeds the {max_pixels} pixel limit "
-                        "(possible decompression bomb)")
-                if getattr(im, "n_frames", 1) > 1:
-                    im.seek(0)
-                im.load()
-                rgb = _to_rgb(im)
-                arr = np.asarray(rgb, dtype=np.uint8)
-    except ImageDecodeError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageDecodeError(f"decompression bomb refused: {exc}") from None
-    except UnidentifiedImageError:
-        raise ImageDecodeError("not a recognised image format (allowed: " + ", ".join(SAFE_FORMATS) + ")") \
-            from None
-    except MemoryError:
-        raise ImageDecodeError("out of memory while decoding the image") from None
-    except Exception as exc:  # noqa: BLE001 - decoders raise OSError, SyntaxError, struct.error, ...
-        msg = str(exc).splitlines()[0][:200] if str(exc) else ""
-        raise ImageDecodeError(f"corrupt or truncated image ({type(exc).__name__}: {msg})") from None
-    if arr.ndim != 3 or arr.shape[2] != 3:
-        raise ImageDecodeError(f"decoded image has unexpected shape {arr.shape}")
-    return arr
-
-
-def _to_rgb(im: Image.Image) -> Image.Image:
-    if im.mode == "RGB":
-        return im
-    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        # High bit depth: rescale to 0..255 before dropping to 8 bits (a plain convert clips).
-        arr = np.asarray(im, dtype=np.float64)
-        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
-        scaled = np.zeros_like(arr) if hi <= lo else (arr - lo) * (255.0 / (hi - lo))
-        return Image.fromarray(np.nan_to_num(scaled).astype(np.uint8), mode="L").convert("RGB")
-    if im.mode in ("P", "PA", "LA", "RGBA", "RGBa", "La"):
-        # Composite transparency onto white so the visible picture is hashed, not the hidden colours.
-        rgba = im.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return im.convert("RGB")
+    """Decode image bytes to an ``uint8`` array ``(height, width, 3)`` with the scan's decoder and its safety
+    limits (:func:`analyzer.ingest.images.decode_image`); raises :class:`ImageDecodeError` with its reason."""
+    img, err = decode_image(data, max_pixels=max_pixels)
+    if err is not None:
+        raise ImageDecodeError(err)
+    return np.asarray(img, dtype=np.uint8)
 
 
 def _orientations(rgb: np.ndarray) -> list[np.ndarray]:
@@ -197,7 +130,7 @@ class PdqIndex:
         if hashes.ndim != 2 or hashes.shape[1] != PDQ_BYTES:
             raise ValueError(f"expected PDQ hashes of shape (n, 32), got {hashes.shape}")
         self.n_ = hashes.shape[0]
-        if self.use_faiss and faiss is not None:
+        if self.use_faiss:
             self.index_ = faiss.IndexBinaryFlat(PDQ_BITS)
             if self.n_:
                 self.index_.add(hashes)

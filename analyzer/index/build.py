@@ -1,145 +1,73 @@
 """Index stage: clusters over a run's embeddings and nearest neighbours of the flagged items.
 
-Everything streams over ``RUN/embeddings/part-*.parquet`` (item_id + float16 unit vector) in bounded
-chunks and is joined to the catalog BY ``item_id``, never by position:
+``build_index(con, store)`` writes two catalog tables, joined to the items BY ``item_id``, never by position:
 
-- ``EmbeddingKMeans``: a seeded scikit-learn style estimator (faiss spherical k-means on unit vectors),
-  fitted on a seeded uniform sample of the stream (at most ``max_fit_rows`` vectors), then every item is
-  assigned; ``n_clusters=None`` picks ``choose_k(n)`` = clip(round(sqrt(n / 2)), 2, 1000).
-- ``StreamingKNN`` (exact, streamed chunks) and ``IVFKNN`` (an inverted file over the k-means clusters: no extra
-  training or assignment pass; each query searches its ``nprobe`` nearest lists exactly): analyzer/knn.py.
-- ``build_index(con, store)``: writes the catalog tables ``clusters (item_id, cluster, similarity)`` and
-  ``flagged_neighbours (item_id, neighbour_id, rank, similarity)`` for every item tagged ``minor`` or
-  ``adult_sexual`` at screen. Runs without embeddings get empty tables (R2 and cluster R3 are then absent).
+- ``clusters (item_id, cluster, similarity)``: every embedded item's k-means cluster (R3 by cluster) and its
+  cosine similarity to the centroid;
+- ``flagged_neighbours (item_id, neighbour_id, rank, similarity)``: the K = 20 nearest neighbours of the items
+  tagged ``minor`` or ``adult_sexual`` at screen (R2).
 
-Cost bounds of the neighbour search (options, ``INDEX_DEFAULTS``; every sample seeded, everything recorded
-in the returned info, stored as the catalog's ``runs`` key ``index_info`` and shown in the report's R2 section):
+Runs without embeddings get empty tables (R2 and cluster R3 are then absent). How (every sample seeded, every
+choice recorded in the returned info, which analyzer/risk.py stores as the catalog's ``runs`` key ``index_info``,
+and summarised by ``describe_search`` in the report's R2 section):
 
-- queries: the flagged items, at most ``max_queries`` (a seeded uniform sample above it; R4 scales bridges up);
-- reference (the items searched as neighbours): every embedded item, or above ``max_reference`` a seeded
-  uniform sample of exactly ``max_reference`` of them. Uniform on purpose: flagged items keep their dataset
-  rate in it, so a neighbourhood's share of the other concept (R2) stays an unbiased estimate (over a wider
-  neighbourhood: k neighbours in a sample at rate r stand for about k / r in the dataset). Over-weighting the
-  flagged items in the reference would inflate every R2 share.
-- search: exact (faiss ``IndexFlatIP``) while queries x reference <= ``max_exact_pairs`` (the demo and the
-  tests: every item, exact, the same tables as before these bounds); otherwise ``IVFKNN`` over the clusters
-  (k = choose_k(n) lists, ``nprobe`` of them searched per query). Cost: at most about max_queries x
-  max_reference x nprobe / k vector products (1.6e9 with the defaults at k = 1000), whatever the dataset size.
+1. **Fit sample** (reads a share of the run): ``max_fit_rows`` rows drawn uniformly from a seeded random subset
+   of the embedding parts' row groups holding at least ``FIT_READ_FACTOR`` times that many rows (every row group
+   on runs under about 524,000 rows). k = ``nlist``, else choose_k(rows) = clip(round(sqrt(rows / 2)), 2, 1000);
+   up to 64 clusters one level of k-means, above it two levels (analyzer/index/kmeans.py: about 2 sqrt(k)
+   products per row instead of k).
+2. **One pass over every row** (analyzer/index/stream.py: the next row group read in a background thread, the
+   chunks assigned by one worker thread per CPU, analyzer/index/threads.py): each row's cluster, appended to
+   ``clusters`` by a writer thread; the rows of the queries (the flagged items, or above ``max_queries`` a seeded
+   uniform sample of them) and of the reference (every row, or above ``max_reference`` exactly that many at
+   seeded uniform positions of the stream) are kept, as float16.
+3. **Neighbour search**: exact (faiss ``IndexFlatIP``) while queries x reference <= ``max_exact_pairs`` (the demo,
+   the tests); otherwise an inverted file whose lists are the clusters, each query searching its ``nprobe``
+   nearest lists exactly until they hold ``MAX_CODES_FACTOR`` x nprobe x reference / k rows (``IVFKNN``). Cost:
+   at most about queries x reference x nprobe x 2 / k vector products (recorded as ``search_products``).
+
+The reference sample is uniform on purpose: flagged items keep their dataset rate in it, so a neighbourhood's share
+of the other concept (R2) stays an unbiased estimate, over a wider neighbourhood (k neighbours in a sample at rate
+r stand for about k / r in the dataset). Memory: the fit sample, the reference (``max_reference`` x d x 2 bytes),
+the queries (``max_queries`` x d x 2) and a few chunks in flight, whatever the number of rows.
 """
 from __future__ import annotations
 
 import json
-import logging
 import math
-from pathlib import Path
-from typing import Iterable, Iterator
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.compute as pc
 
 from analyzer.errors import InputError
-from analyzer.ingest.standardize import embedding_matrix
-from analyzer.index.knn import NEIGHBOURS_KEPT, IVFKNN, StreamingKNN, _unit  # noqa: F401 - re-exported
+from analyzer.index.knn import IVFKNN, NEIGHBOURS_KEPT, StreamingKNN
+from analyzer.index.options import INDEX_DEFAULTS, choose_k, resolve_index_options
+from analyzer.index.threads import single_threaded_libraries, workers
 
-log = logging.getLogger("analyzer")
+__all__ = ["INDEX_DEFAULTS", "build_index", "describe_search", "index_info", "resolve_index_options", "choose_k",
+           "IVFKNN", "StreamingKNN", "NEIGHBOURS_KEPT"]  # and, loaded on first use: EmbeddingKMeans, TwoLevelKMeans,
+# iter_embeddings (module __getattr__ below)
 
-
-# The index options (scan(..., index_options={...}), `analyzer scan --index-option KEY=VALUE`); None: automatic.
-INDEX_DEFAULTS = {
-    "max_reference": 500_000,  # items searched as neighbours; above, a seeded uniform sample of this many
-    "max_queries": 100_000,  # flagged items given neighbours; above, a seeded uniform sample of this many
-    "max_exact_pairs": 1e9,  # exact search only while queries x reference <= this (and no reference sample)
-    "nprobe": 32,  # IVF lists searched per query
-    "max_fit_rows": 131_072,  # k-means sample (the clusters are also the IVF lists)
-    "chunk_rows": 65_536,  # rows per streamed chunk
-}
-
-
-def resolve_index_options(options: dict | None = None) -> dict:
-    """``INDEX_DEFAULTS`` updated by ``options`` (None values keep the default); raises InputError on bad ones."""
-    out = dict(INDEX_DEFAULTS)
-    for key, value in (options or {}).items():
-        if key not in INDEX_DEFAULTS:
-            raise InputError(f"expected an index option among {', '.join(INDEX_DEFAULTS)}, got {key!r}; "
-                             "see docs/scaling.md (R2 and the index stage)")
-        if value is None:
-            continue
-        number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-        if key == "max_exact_pairs":  # inf: always exact
-            if not number or math.isnan(float(value)) or value < 0:
-                raise InputError(f"expected index option {key} to be a number >= 0 (inf: always exact), got {value!r}")
-            out[key] = float(value)
-        else:
-            if not number or not math.isfinite(float(value)) or not float(value).is_integer() or value < 1:
-                raise InputError(f"expected index option {key} to be a whole number >= 1, got {value!r}")
-            out[key] = int(value)
-    return out
+MAX_CODES_FACTOR = 2  # a query searches at most this many times nprobe average lists' rows (IVFKNN max_codes)
+FIT_READ_FACTOR = 4  # the fit sample is drawn from row groups holding at least this many times its rows
+FLAGGED = "coalesce(minor_screen, false) OR coalesce(adult_sexual_screen, false)"
 
 
 def __getattr__(name: str):
-    """``EmbeddingKMeans`` lives in analyzer/kmeans.py (scikit-learn's import, 2 s, only when clusters are built)."""
-    if name == "EmbeddingKMeans":
-        from analyzer.index.kmeans import EmbeddingKMeans
+    """The estimators and the reader load scikit-learn and numba: imported when a run keeps embeddings, not when
+    the scan only checks its options."""
+    if name in ("EmbeddingKMeans", "TwoLevelKMeans"):
+        from analyzer.index import kmeans
 
-        return EmbeddingKMeans
+        return getattr(kmeans, name)
+    if name == "iter_embeddings":
+        from analyzer.index.stream import iter_embeddings
+
+        return iter_embeddings
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def choose_k(n: int) -> int:
-    """Number of clusters for n items: clip(round(sqrt(n / 2)), 2, 1000), never more than n."""
-    if n < 1:
-        return 0
-    return int(min(n, max(2, min(1000, round(math.sqrt(n / 2))))))
-
-
-# ---- streaming over a run's embedding parts ---------------------------------------------------------------
-
-def embedding_parts(store) -> list[Path]:
-    """Embedding parts whose completion marker exists (a killed scan's leftovers are ignored)."""
-    if not store.emb_dir.exists():
-        return []
-    return sorted(p for p in store.emb_dir.glob("part-*.parquet")
-                  if (store.markers / f"{p.name.split('.')[0]}.done").exists())
-
-
-def iter_embeddings(store, *, chunk_rows: int = 65536, duplicate_ids: Iterable[str] = (),
-                    sample_rate: float = 1.0, seed: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield (ids, float32 unit vectors) chunks of the run's embeddings, streamed part by part.
-
-    An id listed in ``duplicate_ids`` is yielded once (its first occurrence, as the catalog keeps it).
-    ``sample_rate`` < 1 keeps a seeded uniform sample of rows (decided per row from a seeded generator).
-    """
-    seen_dups: set[str] = set()
-    dups = set(duplicate_ids)
-    rng = np.random.default_rng(seed)
-    for path in embedding_parts(store):
-        pf = pq.ParquetFile(path)
-        for batch in pf.iter_batches(batch_size=chunk_rows, columns=["item_id", "embedding"]):
-            ids = np.asarray(batch.column(0).to_pylist(), dtype=object)
-            # fixed_size_list<float16> or the "binary" layout (ANALYZER_EMBEDDING_PARTS=binary), widened to float32
-            mat, _ = embedding_matrix(batch.column(1), check_finite=False)
-            keep = np.ones(len(ids), dtype=bool)
-            if dups:
-                for i, x in enumerate(ids):
-                    if x in dups:
-                        if x in seen_dups:
-                            keep[i] = False
-                        seen_dups.add(x)
-            if sample_rate < 1.0:
-                keep &= rng.random(len(ids)) < sample_rate
-            if keep.any():
-                yield ids[keep], _unit(mat[keep])
-            del batch, mat
-            pa.default_memory_pool().release_unused()  # Arrow's allocator keeps freed chunks (hundreds of MB)
-
-
-def _load_table(con, name: str, table: pa.Table) -> None:
-    con.register("_index_tmp", table)
-    try:
-        con.execute(f"INSERT INTO {name} SELECT * FROM _index_tmp")
-    finally:
-        con.unregister("_index_tmp")
 
 
 def _runs_json(con, key: str) -> dict:
@@ -151,106 +79,275 @@ def _runs_json(con, key: str) -> dict:
     return json.loads(rows[0][0]) if rows else {}
 
 
-FLAGGED = "coalesce(minor_screen, false) OR coalesce(adult_sexual_screen, false)"
+def _has_table(con, name: str) -> bool:
+    return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ? AND "
+                            "table_schema = 'main'", [name]).fetchall()[0][0])
 
 
-def _query_ids(con, max_queries: int, seed: int) -> tuple[set, int]:
+def _duplicates(con):
+    """Ids with more than one row: the first row is kept where the catalog scanned the id, none where it did not."""
+    if _has_table(con, "duplicate_rows"):  # the catalog's small table of the rows of duplicated ids (often empty)
+        sql = None if not con.execute("SELECT count(*) FROM duplicate_rows").fetchall()[0][0] else (
+            "SELECT i.item_id, bool_or(i.status = 'ok') FROM items AS i SEMI JOIN duplicate_rows USING (row_idx) "
+            "GROUP BY i.item_id")
+    else:
+        sql = "SELECT item_id, bool_or(status = 'ok') FROM items GROUP BY item_id HAVING count(*) > 1"
+    from analyzer.index.stream import DuplicateFilter
+
+    rows = con.execute(sql).fetchall() if sql else []
+    return DuplicateFilter(keep_first=[r[0] for r in rows if r[1]], drop=[r[0] for r in rows if not r[1]])
+
+
+def _query_ids(con, max_queries: int, seed: int) -> tuple[pa.Array, int]:
     """The flagged ids that get neighbours: all of them, or a seeded uniform sample of ``max_queries`` (positions
     in item_id order drawn with seed + 2; the ids are fetched by DuckDB, never all held in Python)."""
-    n = con.execute(f"SELECT count(*) FROM scanned WHERE {FLAGGED}").fetchall()[0][0]
+    src = "flagged_scanned" if _has_table(con, "flagged_scanned") else "scanned"  # the same rows (risk.py)
+    n = con.execute(f"SELECT count(*) FROM {src} WHERE {FLAGGED}").fetchall()[0][0]
     if n <= max_queries:
-        return {r[0] for r in con.execute(f"SELECT item_id FROM scanned WHERE {FLAGGED}").fetchall()}, n
+        return con.sql(f"SELECT item_id FROM {src} WHERE {FLAGGED}").to_arrow_table().column(0).combine_chunks(), n
     pick = np.sort(np.random.default_rng(seed + 2).choice(n, size=max_queries, replace=False))
     con.register("_index_pick", pa.table({"pos": pa.array(pick, pa.int64())}))
     try:
-        rows = con.execute(f"SELECT item_id FROM (SELECT item_id, row_number() OVER (ORDER BY item_id) - 1 AS pos "
-                           f"FROM scanned WHERE {FLAGGED}) SEMI JOIN _index_pick USING (pos)").fetchall()
+        ids = con.sql(f"SELECT item_id FROM (SELECT item_id, row_number() OVER (ORDER BY item_id) - 1 AS pos "
+                      f"FROM {src} WHERE {FLAGGED}) SEMI JOIN _index_pick USING (pos)").to_arrow_table()
     finally:
         con.unregister("_index_pick")
-    return {r[0] for r in rows}, n
+    return ids.column(0).combine_chunks(), n
+
+
+def _fit_sample(units, n_raw: int, fit_rows: int, chunk_rows: int, seed: int) -> tuple[np.ndarray, dict]:
+    """``fit_rows`` float32 rows at seeded uniform positions among a seeded random subset of the row groups."""
+    from analyzer.index.stream import read_chunks, widen
+
+    rng = np.random.default_rng(seed)
+    chosen = list(range(len(units)))
+    if n_raw > FIT_READ_FACTOR * fit_rows:
+        order, total, chosen = rng.permutation(len(units)), 0, []
+        for i in order:
+            chosen.append(int(i))
+            total += units[i][2]
+            if total >= FIT_READ_FACTOR * fit_rows:
+                break
+        chosen.sort()
+    pool = sum(units[i][2] for i in chosen)
+    pick = np.sort(rng.choice(pool, size=fit_rows, replace=False))
+    out, offset = [], 0
+    for _, h in read_chunks([units[i] for i in chosen], chunk_rows=chunk_rows):
+        lo, hi = np.searchsorted(pick, [offset, offset + len(h)])
+        if hi > lo:
+            out.append(widen(h[pick[lo:hi] - offset]))
+        offset += len(h)
+    return np.concatenate(out), {"fit_rows": int(fit_rows), "fit_row_groups": len(chosen),
+                                 "row_groups": len(units), "fit_read_rows": int(pool)}
+
+
+def _stream(chunks, dups, ref_pos):
+    """(ids, float16 rows, in the reference) per chunk: duplicate ids filtered (in stream order), and which rows
+    are at the reference's positions (counted over the stream before the filter)."""
+    offset = 0
+    for ids, h in chunks:
+        in_ref = np.ones(len(ids), dtype=bool)
+        if ref_pos is not None:
+            lo, hi = np.searchsorted(ref_pos, [offset, offset + len(ids)])
+            in_ref[:] = False
+            in_ref[ref_pos[lo:hi] - offset] = True
+        offset += len(ids)
+        keep = dups.mask(ids)
+        if keep is not None:
+            ids, h, in_ref = ids.filter(pa.array(keep)), h[keep], in_ref[keep]
+        if len(ids):
+            yield ids, h, in_ref
+
+
+class _Clock:
+    """Seconds since the previous call added to ``timings[name]``, and the process's CPU seconds (all threads) to
+    ``timings[name + "_cpu"]``: steadier than wall time on a shared machine. Nothing when timings is None."""
+
+    def __init__(self, timings: dict | None):
+        self.timings, self.t, self.c = timings, time.perf_counter(), time.process_time()
+
+    def __call__(self, name: str) -> None:
+        now, cpu = time.perf_counter(), time.process_time()
+        if self.timings is not None:
+            self.timings[name] = self.timings.get(name, 0.0) + now - self.t
+            self.timings[name + "_cpu"] = self.timings.get(name + "_cpu", 0.0) + cpu - self.c
+        self.t, self.c = now, cpu
+
+
+class _Kept:
+    """Rows kept from the stream (queries or reference): ids, float16 vectors and clusters, in arrays of a fixed
+    capacity (no concatenation: the reference alone is max_reference x d x 2 bytes)."""
+
+    def __init__(self, capacity: int, d: int):
+        self.vecs = np.empty((capacity, d), dtype=np.float16)
+        self.lists = np.empty(capacity, dtype=np.int32)
+        self.ids: list[pa.Array] = []
+        self.n = 0
+
+    def add(self, ids: pa.Array, h: np.ndarray, lab: np.ndarray, sel: np.ndarray) -> None:
+        idx = np.flatnonzero(sel)
+        if len(idx):
+            end = self.n + len(idx)
+            if end > len(self.vecs):
+                raise RuntimeError(f"index stage: more rows kept ({end}) than planned ({len(self.vecs)})")
+            np.take(h, idx, axis=0, out=self.vecs[self.n:end])
+            np.take(lab, idx, out=self.lists[self.n:end])
+            self.ids.append(ids.take(pa.array(idx)))
+            self.n = end
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ids as an object array, float16 vectors, clusters) of the rows kept (views, no copy of the vectors)."""
+        ids = np.asarray(pa.concat_arrays(self.ids).to_pylist() if self.ids else [], dtype=object)
+        self.ids = []
+        return ids, self.vecs[:self.n], self.lists[:self.n]
+
+
+def _insert(con, name: str, tables: list[pa.Table]) -> None:
+    if tables:
+        con.register("_index_tmp", pa.concat_tables(tables))
+        try:
+            con.execute(f"INSERT INTO {name} SELECT * FROM _index_tmp")
+        finally:
+            con.unregister("_index_tmp")
+
+
+class _Writer:
+    """Rows appended to a catalog table in batches of about a million, by a thread of its own on a cursor of the
+    connection (DuckDB releases the GIL: the inserts of 10M rows of ids, 4 CPU-seconds here, overlap the pass)."""
+
+    BATCH = 1 << 20
+
+    def __init__(self, con, table: str):
+        self.cur, self.table, self.pending, self.rows = con.cursor(), table, [], 0
+        self.pool, self.busy = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-write"), None
+
+    def add(self, table: pa.Table) -> None:
+        self.pending.append(table)
+        self.rows += len(table)
+        if self.rows >= self.BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.busy is not None:
+            self.busy.result()  # one batch in flight (memory) and errors raised here
+        self.busy = self.pool.submit(_insert, self.cur, self.table, self.pending) if self.pending else None
+        self.pending, self.rows = [], 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            if exc[0] is None:
+                self._flush()
+                if self.busy is not None:
+                    self.busy.result()
+        finally:
+            self.pool.shutdown(wait=True)
+            self.cur.close()
 
 
 def build_index(con, store, *, seed: int = 0, n_clusters: int | None = None, neighbours: int = NEIGHBOURS_KEPT,
-                **options) -> dict:
+                timings: dict | None = None, **options) -> dict:
     """Write ``clusters`` and ``flagged_neighbours``; returns what was done (recorded as ``index_info``).
 
-    ``options`` (see ``INDEX_DEFAULTS``; a keyword given here wins over the ``index_options`` the scan
-    recorded in the catalog): ``max_reference``, ``max_queries``, ``max_exact_pairs``, ``nprobe``, ``max_fit_rows``,
-    ``chunk_rows``. Two streaming passes over the embedding parts; memory holds the k-means
-    sample, the query vectors and (approximate search) the reference's float16 codes, never all embeddings.
+    ``options`` (see ``INDEX_DEFAULTS``; a keyword given here wins over the ``index_options`` the scan recorded in
+    the catalog): ``max_reference``, ``max_queries``, ``max_exact_pairs``, ``nlist``, ``nprobe``, ``max_fit_rows``,
+    ``chunk_rows``. ``n_clusters`` (when given) wins over ``nlist``. ``timings``: a dict that receives the seconds
+    of each phase (``fit_sample``, ``fit``, ``pass``, ``search``, ``write``) and the process's CPU seconds in it
+    (``<phase>_cpu``), kept out of the returned info so that it stays a function of the data and the options.
     """
     opts = resolve_index_options({**_runs_json(con, "index_options"), **options})  # as the scan recorded them
+    with single_threaded_libraries():  # the stage's own threads instead (analyzer/index/threads.py)
+        return _build(con, store, opts, seed=seed, n_clusters=n_clusters, neighbours=neighbours, timings=timings)
+
+
+def _build(con, store, opts: dict, *, seed: int, n_clusters, neighbours: int, timings: dict | None) -> dict:
+    from analyzer.index.kmeans import TwoLevelKMeans, make_kmeans
+    from analyzer.index.stream import assign, embedding_parts, ordered_map, read_chunks, row_groups, widen
+
     con.execute("CREATE OR REPLACE TABLE clusters (item_id VARCHAR, cluster INTEGER, similarity FLOAT)")
     con.execute("CREATE OR REPLACE TABLE flagged_neighbours (item_id VARCHAR, neighbour_id VARCHAR, "
                 "rank INTEGER, similarity FLOAT)")
-    info = {"embeddings": False, "k": 0, "rows": 0, "queries": 0, "flagged": 0, "neighbours": neighbours,
-            "search": None, "exhaustive": False, "reference_rows": 0, "nlist": None, "nprobe": None,
-            "fit_sample_rate": 1.0, "query_sample_rate": 1.0, "reference_sample_rate": 1.0, "base_sample_rate": 1.0,
-            "options": {k: "inf" if v == math.inf else v for k, v in opts.items()}}  # strict JSON: DuckDB reads it
-    if store is None or not embedding_parts(store):
+    info = {"embeddings": False, "k": 0, "levels": 0, "coarse": None, "rows": 0, "queries": 0, "flagged": 0,
+            "neighbours": neighbours, "search": None, "exhaustive": False, "reference_rows": 0, "nlist": None,
+            "nprobe": None, "fit_sample_rate": 1.0, "query_sample_rate": 1.0, "reference_sample_rate": 1.0,
+            "base_sample_rate": 1.0, "options": {k: "inf" if v == math.inf else v for k, v in opts.items()}}
+    units = row_groups(embedding_parts(store))
+    n_raw = sum(u[2] for u in units)
+    if n_raw < 2:
         return info
-    dups = [r[0] for r in con.execute(
-        "SELECT item_id FROM items GROUP BY item_id HAVING count(*) > 1").fetchall()]
-    stream = dict(chunk_rows=opts["chunk_rows"], duplicate_ids=dups)
-    flagged, n_flagged = _query_ids(con, opts["max_queries"], seed)
-    # Pass 1: count the rows, a seeded sample for k-means, the query vectors (joined by id).
-    n_est = sum(pq.ParquetFile(p).metadata.num_rows for p in embedding_parts(store)) - len(dups)
-    fit_rate = min(1.0, opts["max_fit_rows"] / max(n_est, 1))
-    sample, qids, qvec, n = [], [], [], 0
-    fit_rng = np.random.default_rng(seed)
-    for ids, X in iter_embeddings(store, **stream):
-        n += len(ids)
-        sample.append(X[fit_rng.random(len(ids)) < fit_rate] if fit_rate < 1.0 else X)
-        sel = np.fromiter((x in flagged for x in ids), dtype=bool, count=len(ids))
-        if sel.any():
-            qids.append(ids[sel])
-            qvec.append(X[sel])
-    if n < 2:
-        return info
-    k = int(n_clusters) if n_clusters else choose_k(n)
-    sample = np.concatenate(sample)
-    if len(sample) < k:  # a tiny sample: fit on everything
-        sample = np.concatenate([X for _, X in iter_embeddings(store, **stream)])
-    from analyzer.index.kmeans import EmbeddingKMeans
+    clock = _Clock(timings)
+    chunk = opts["chunk_rows"]
+    k = int(n_clusters or opts["nlist"] or choose_k(n_raw))
+    if k < 1:
+        raise InputError(f"expected n_clusters >= 1, got {n_clusters!r}")
+    fit_rows = min(n_raw, max(opts["max_fit_rows"], k))
+    sample, fit_info = _fit_sample(units, n_raw, fit_rows, chunk, seed)
+    clock("fit_sample")
+    threads = workers()
+    km = make_kmeans(min(k, n_raw), seed=seed, n_jobs=threads).fit(sample)
+    clock("fit")
+    d = sample.shape[1]
+    del sample
+    qset, n_flagged = _query_ids(con, opts["max_queries"], seed)
+    # the reference: every row, or exactly max_reference rows at seeded uniform positions of the stream
+    m_target = min(n_raw, opts["max_reference"])
+    ref_pos = (None if m_target == n_raw else
+               np.sort(np.random.default_rng(seed + 1).choice(n_raw, size=m_target, replace=False)))
+    dups = _duplicates(con)
+    queries, reference, clusters = _Kept(len(qset), d), _Kept(m_target, d), _Writer(con, "clusters")
+    n = 0
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="index") as pool, clusters:
+        def work(chunk):  # in the pool's threads: each chunk's clusters, and which of its rows are queries
+            ids, h, _ = chunk
+            return (*assign(km, h), pc.is_in(ids, value_set=qset).to_numpy(zero_copy_only=False))
 
-    km = EmbeddingKMeans(n_clusters=k, seed=seed).fit(sample)
-    q_ids = np.concatenate(qids) if qids else np.array([], dtype=object)
-    q_vec = np.concatenate(qvec) if qvec else np.zeros((0, km.n_features_in_), np.float32)
-    del qids, qvec
-    # The reference: every row, or exactly max_reference rows at seeded uniform positions of the stream.
-    m = min(n, opts["max_reference"])
-    ref_pos = None if m == n else np.sort(np.random.default_rng(seed + 1).choice(n, size=m, replace=False))
-    exact = len(q_ids) * m <= opts["max_exact_pairs"]
-    knn = (StreamingKNN(q_ids, q_vec, k=neighbours) if exact else
-           IVFKNN(q_ids, q_vec, k=neighbours, centroids=km.cluster_centers_, nprobe=opts["nprobe"]))
-    del sample, q_vec
-    # Pass 2: cluster of every item; the reference rows go into the neighbour search.
-    offset = 0
-    for ids, X in iter_embeddings(store, **stream):
-        lab, sim = km.predict_with_similarity(X)
-        _load_table(con, "clusters", pa.table({"item_id": pa.array(ids.tolist(), pa.string()),
-                                               "cluster": pa.array(lab), "similarity": pa.array(sim)}))
-        if ref_pos is not None:
-            lo, hi = np.searchsorted(ref_pos, [offset, offset + len(ids)])
-            keep = ref_pos[lo:hi] - offset
-            offset += len(ids)
-            ids, X, lab = ids[keep], X[keep], lab[keep]
-        knn.add_chunk(ids, X) if exact else knn.add_chunk(ids, X, lists=lab)
-    nb_ids, nb_sims = knn.result()
-    q, kk = nb_ids.shape
+        for (ids, h, in_ref), (lab, sim, is_query) in ordered_map(pool, work, _stream(read_chunks(
+                units, chunk_rows=chunk), dups, ref_pos), window=threads + 1):  # the one pass over every row
+            clusters.add(pa.table({"item_id": ids, "cluster": lab, "similarity": sim}))
+            reference.add(ids, h, lab, in_ref)
+            queries.add(ids, h, lab, is_query)
+            n += len(ids)
+    clock("pass")
+    q_ids, q_vec, _ = queries.arrays()
+    r_ids, r_vec, r_lists = reference.arrays()
+    q, m = len(q_ids), len(r_ids)
+    exact = q * m <= opts["max_exact_pairs"]
+    if exact:
+        knn = StreamingKNN(q_ids, q_vec, k=neighbours)
+        for s in range(0, m, chunk):
+            knn.add_chunk(r_ids[s:s + chunk], widen(r_vec[s:s + chunk]))
+        del q_vec, r_vec, queries, reference
+        nb_ids, nb_sims = knn.result()
+    else:
+        # max_codes: at most MAX_CODES_FACTOR times the rows of nprobe average lists per query
+        max_codes = MAX_CODES_FACTOR * opts["nprobe"] * -(-m // km.n_clusters_)
+        knn = IVFKNN(q_ids, q_vec, k=neighbours, centroids=km.cluster_centers_, nprobe=opts["nprobe"],
+                     max_codes=max_codes)
+        knn.add_chunk(r_ids, r_vec, lists=r_lists)
+        del q_vec, r_vec, queries, reference
+        nb_ids, nb_sims = knn.result(workers=threads)
+    clock("search")
     if q:
         valid = nb_ids != None  # noqa: E711 - object array comparison
-        rows_q = np.repeat(knn.qids[:, None], kk, axis=1)[valid]
-        ranks = np.broadcast_to(np.arange(1, kk + 1, dtype=np.int32), (q, kk))[valid]
-        _load_table(con, "flagged_neighbours", pa.table({
-            "item_id": pa.array(rows_q.tolist(), pa.string()), "neighbour_id": pa.array(nb_ids[valid].tolist(), pa.string()),
-            "rank": pa.array(ranks), "similarity": pa.array(nb_sims[valid])}))
+        rows_q = np.repeat(knn.qids[:, None], nb_ids.shape[1], axis=1)[valid]
+        ranks = np.broadcast_to(np.arange(1, nb_ids.shape[1] + 1, dtype=np.int32), nb_ids.shape)[valid]
+        _insert(con, "flagged_neighbours", [pa.table({
+            "item_id": pa.array(rows_q.tolist(), pa.string()),
+            "neighbour_id": pa.array(nb_ids[valid].tolist(), pa.string()),
+            "rank": pa.array(ranks), "similarity": pa.array(nb_sims[valid])})])
+    clock("write")
     q_rate = min(1.0, opts["max_queries"] / max(n_flagged, 1))
-    info.update(embeddings=True, k=int(km.n_clusters_), rows=int(n), queries=int(q), flagged=int(n_flagged),
-                search="exact" if exact else "ivf_clusters", exhaustive=bool(exact and m == n and q_rate == 1.0),
-                reference_rows=int(m), nlist=None if exact else knn.nlist, nprobe=None if exact else knn.nprobe,
-                fit_sample_rate=fit_rate, query_sample_rate=q_rate, reference_sample_rate=m / n,
-                base_sample_rate=m / n)
+    info.update(embeddings=True, k=int(km.n_clusters_), levels=2 if isinstance(km, TwoLevelKMeans) else 1,
+                coarse=len(km.coarse_centers_) if isinstance(km, TwoLevelKMeans) else None, rows=int(n),
+                queries=int(q), flagged=int(n_flagged), search="exact" if exact else "ivf_clusters",
+                exhaustive=bool(exact and m == n and q_rate == 1.0), reference_rows=int(m),
+                nlist=None if exact else knn.nlist, nprobe=None if exact else knn.nprobe,
+                search_products=int(q * m if exact else knn.products),
+                max_codes=None if exact else knn.max_codes,
+                fit_sample_rate=fit_rows / max(n, 1), query_sample_rate=q_rate, reference_sample_rate=m / max(n, 1),
+                base_sample_rate=m / max(n, 1), **fit_info)
     return info
 
 
@@ -260,21 +357,31 @@ def index_info(con) -> dict:
 
 
 def describe_search(info: dict) -> str:
-    """One sentence for the report's R2 section: exhaustive, or which samples and which approximation."""
+    """Sentences for the report's R2 section: exhaustive or which samples and approximation; how the clusters were
+    fitted."""
     if not info.get("embeddings"):
         return "Neighbour search: not run (no embeddings kept)."
     if info.get("exhaustive"):
-        return (f"Neighbour search: exact and exhaustive (every one of the {info['flagged']:,} flagged items against "
+        text = (f"Neighbour search: exact and exhaustive (every one of the {info['flagged']:,} flagged items against "
                 f"all {info['rows']:,} embedded items).")
-    parts = []
-    if info.get("query_sample_rate", 1.0) < 1.0:
-        parts.append(f"**sampled queries**: {info['queries']:,} of {info['flagged']:,} flagged items (seeded uniform "
-                     f"sample, rate {info['query_sample_rate']:.3g}; R4 scales the bridge count up by it)")
-    if info.get("reference_sample_rate", 1.0) < 1.0:
-        parts.append(f"**sampled reference**: neighbours drawn from {info['reference_rows']:,} of {info['rows']:,} "
-                     f"embedded items (seeded uniform sample, rate {info['reference_sample_rate']:.3g}; the k "
-                     f"neighbours stand for a neighbourhood about 1/rate times wider)")
-    if info.get("search") != "exact":
-        parts.append(f"**approximate search**: inverted file over the {info.get('nlist')} clusters, the "
-                     f"{info.get('nprobe')} nearest searched per query")
-    return "Neighbour search is NOT exhaustive: " + "; ".join(parts) + ". Bridges not listed here may exist."
+    else:
+        parts = []
+        if info.get("query_sample_rate", 1.0) < 1.0:
+            parts.append(f"**sampled queries**: {info['queries']:,} of {info['flagged']:,} flagged items (seeded "
+                         f"uniform sample, rate {info['query_sample_rate']:.3g}; R4 scales the bridge count up by it)")
+        if info.get("reference_sample_rate", 1.0) < 1.0:
+            parts.append(f"**sampled reference**: neighbours drawn from {info['reference_rows']:,} of {info['rows']:,} "
+                         f"embedded items (seeded uniform sample, rate {info['reference_sample_rate']:.3g}; the k "
+                         f"neighbours stand for a neighbourhood about 1/rate times wider)")
+        if info.get("search") != "exact":
+            parts.append(f"**approximate search**: inverted file over the {info.get('nlist')} clusters, the "
+                         f"{info.get('nprobe')} nearest searched per query")
+        text = "Neighbour search is NOT exhaustive: " + "; ".join(parts) + ". Bridges not listed here may exist."
+    if info.get("fit_rows") and info.get("k"):
+        levels = (f" in two levels ({info['coarse']} coarse clusters, each split in proportion to its share)"
+                  if info.get("levels") == 2 else "")
+        groups = (f" read from {info['fit_row_groups']} of {info['row_groups']} row groups"
+                  if info.get("fit_row_groups", 0) < info.get("row_groups", 0) else "")
+        text += (f" Clusters: {info['k']:,} k-means clusters{levels}, fitted on a seeded uniform sample of "
+                 f"{info['fit_rows']:,} of the {info['rows']:,} embedded items{groups}; every item assigned.")
+    return text

@@ -31,6 +31,7 @@ from analyzer.errors import InputError
 from analyzer.ingest.images import MAX_BYTES, is_image_name, resolve_roles
 from analyzer.ingest.schema import ColumnSpec
 from analyzer.ingest.standardize import standardize
+from analyzer.ingest.tabular import check_utf8_path, parquet_batches
 
 IMAGE_NAMES = ("image", "img", "jpg", "jpeg", "png", "webp", "picture")
 
@@ -58,6 +59,8 @@ class HFDatasetReader:
             raise InputError(f"expected a saved Hugging Face dataset (state.json + .arrow files, dataset_dict.json, "
                              f"or .parquet files), got nothing readable in {[str(p) for p in paths]}")
         self.files = [f for _, _, f, _ in self.parts]
+        for f in self.files:
+            check_utf8_path(f)  # files found under the dataset directory: their names are stored with every row
         self.columns: dict[Path, dict] = {}
         for split, base, f, fmt in self.parts:
             schema = _schema(f, fmt)
@@ -130,24 +133,22 @@ def _discover(p: Path) -> list[tuple[str, Path, Path, str]]:
             return [(p.parent.name, p.parent, p, "arrow")]
         raise InputError(f"expected a saved Hugging Face dataset directory, .arrow or .parquet file, got {p}")
     if (p / "dataset_dict.json").is_file():
-        try:
-            splits = json.loads((p / "dataset_dict.json").read_text())["splits"]
-        except (ValueError, KeyError, TypeError):
-            raise InputError(f"expected a 'splits' list in {p / 'dataset_dict.json'}, got a malformed file") from None
         out = []
-        for s in splits:
-            if (p / s).is_dir():
-                out += _discover(p / s)
+        for s in _splits(p / "dataset_dict.json"):
+            if not (p / s).is_dir():
+                raise InputError(f"expected the split directory {p / s} listed in {p / 'dataset_dict.json'}, got "
+                                 "none; re-save the dataset or fix the splits list")
+            out += _discover(p / s)
         return out
     if (p / "state.json").is_file():
         try:
             state = json.loads((p / "state.json").read_text())
             names = [d["filename"] for d in state.get("_data_files", [])]
             split = state.get("_split") or p.name
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError, RecursionError):
             raise InputError(f"expected a valid state.json in {p}, got a malformed file; re-save the dataset") from None
         for n in names:
-            if "/" in n or "\\" in n or n.startswith(".."):
+            if not isinstance(n, str) or not n or "/" in n or "\\" in n or n.startswith(".."):
                 raise InputError(f"expected plain data-file names in {p / 'state.json'}, got {n!r}")
             if not (p / n).is_file():
                 raise InputError(f"expected the data file {n} listed in {p / 'state.json'}, got it missing")
@@ -157,6 +158,24 @@ def _discover(p: Path) -> list[tuple[str, Path, Path, str]]:
         return [(p.name, p, f, "arrow") for f in arrows]
     parquets = sorted(f for f in p.rglob("*.parquet") if not any(s.startswith(".") for s in f.relative_to(p).parts))
     return [(_split_of(f), p, f, "parquet") for f in parquets]
+
+
+def _splits(path: Path) -> list[str]:
+    """The ``splits`` of a ``dataset_dict.json``: a non-empty list of plain directory names (no path separator,
+    no ``..``: a split never points outside the dataset), each listed once."""
+    try:
+        splits = json.loads(path.read_text(encoding="utf-8"))["splits"]
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError):
+        raise InputError(f"expected a 'splits' list in {path}, got a malformed file; re-save the dataset") from None
+    if not isinstance(splits, list) or not splits:
+        raise InputError(f"expected a non-empty 'splits' list of names in {path}, got {str(splits)[:80]!r}; "
+                         "re-save the dataset")
+    for s in splits:
+        if (not isinstance(s, str) or s in ("", ".", "..") or "/" in s or "\\" in s or "\0" in s
+                or s != s.strip() or splits.count(s) > 1):
+            raise InputError(f"expected plain, distinct split names in {path}, got {str(s)[:80]!r}; re-save the "
+                             "dataset or fix the splits list")
+    return splits
 
 
 def _split_of(f: Path) -> str:
@@ -211,7 +230,7 @@ def _image_column(schema: pa.Schema, features: dict) -> str | None:
 def _raw_batches(f: Path, fmt: str, needed: list[str], batch_size: int) -> Iterator[pa.RecordBatch]:
     try:
         if fmt == "parquet":
-            yield from pq.ParquetFile(f).iter_batches(batch_size=batch_size, columns=needed)
+            yield from parquet_batches(f, batch_size, needed)
             return
         with pa.memory_map(str(f)) as src:
             try:

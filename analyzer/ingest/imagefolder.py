@@ -1,4 +1,4 @@
-"""Image folders: every image file under the given directories, with optional caption sidecars.
+"""Media folders: every image, video and audio file under the given directories, with optional caption sidecars.
 
 Order: directories in sorted order, then files by their sorted relative POSIX path (hidden files and
 directories, names starting with ".", are skipped). Captions, first match wins:
@@ -14,8 +14,14 @@ directories, names starting with ".", are skipped). Captions, first match wins:
 root's name when several roots are given). ``source`` = the source column, else the URL's domain, else the
 image's top-level sub-directory (the root's name for images at the top).
 
+Every other file is counted too: a file that is not an image, video or audio file (by its suffix,
+analyzer/ingest/media.py) is an error row "unsupported media type (.ext)" (``not_assessed = unsupported_media``),
+except caption sidecars and metadata files (:data:`SIDECAR_SUFFIXES`: .txt, .json, .jsonl, .csv, .tsv, .parquet,
+.md, .yaml, .yml, .npy), which are never items.
+
 Safety: a symlink whose target lies outside the root, or that is not a regular file, is not read (error
-row); files over ``MAX_BYTES`` are not read (error row). Images are not decoded here.
+row); files over the size limit (``MAX_BYTES`` for images, ``MAX_MEDIA_BYTES`` for video and audio) are not read
+(error row). Media are not decoded here.
 """
 from __future__ import annotations
 
@@ -28,11 +34,14 @@ from typing import Iterator
 import pyarrow as pa
 
 from analyzer.errors import InputError
-from analyzer.ingest.images import MAX_BYTES, RowBuilder, as_vector, is_image_name, pick_name
+from analyzer.ingest.images import MAX_BYTES, RowBuilder, as_vector, pick_name
+from analyzer.ingest.media import AUDIO_SUFFIXES, VIDEO_SUFFIXES, max_bytes_for, media_kind
 from analyzer.ingest.schema import ColumnSpec
 
 META_NAMES = ("captions.csv", "captions.jsonl", "metadata.csv", "metadata.jsonl")
 FILE_COLUMNS = ("file_name", "file", "filename", "image", "path", "image_path")
+SIDECAR_SUFFIXES = (".txt", ".json", ".jsonl", ".csv", ".tsv", ".parquet", ".md", ".yaml", ".yml", ".npy")
+UNSUPPORTED = "unsupported media type"  # analyzer/tag/batch.py UNSUPPORTED_MEDIA: not_assessed = unsupported_media
 
 
 class ImageFolderReader:
@@ -46,7 +55,8 @@ class ImageFolderReader:
         for r in self.roots:
             if not r.is_dir():
                 raise InputError(f"expected a directory of images, got {r}; pass the folder that holds the images")
-        self.images: list[tuple[Path, Path, str]] = []  # (root, path, relative posix path)
+        self.images: list[tuple[Path, Path, str]] = []  # (root, path, relative posix path) of every item file
+        self.unsupported: set[Path] = set()  # item files that are not media (error rows, never read)
         self.meta_files: list[Path] = []
         self._meta: dict[Path, dict[str, dict]] = {}  # directory -> {relative path or name: row}
         for root in self.roots:
@@ -59,16 +69,20 @@ class ImageFolderReader:
                     if name in META_NAMES:
                         self.meta_files.append(here / name)
                         self._meta.setdefault(here, {}).update(_read_table(here / name, spec))
-                    elif is_image_name(name):
+                    elif media_kind(name) is not None or not name.lower().endswith(SIDECAR_SUFFIXES):
                         rel = (here / name).relative_to(root).as_posix()
                         self.images.append((root, here / name, rel))
+                        if media_kind(name) is None:
+                            self.unsupported.add(here / name)
         self.images.sort(key=lambda t: (str(t[0]), t[2]))
-        if not self.images:
-            raise InputError(f"expected image files ({', '.join(sorted({'.jpg', '.png', '.webp'}))} ...) under "
-                             f"{[str(r) for r in self.roots]}, got none")
+        if len(self.images) == len(self.unsupported):
+            raise InputError(f"expected image files (.jpg, .png, .webp ...), video files ({', '.join(VIDEO_SUFFIXES)})"
+                             f" or audio files ({', '.join(AUDIO_SUFFIXES)}) under {[str(r) for r in self.roots]}, "
+                             "got none")
         # Fingerprinted input files: the images that will be read (a refused symlink is an error row, never read
         # or stat-ed through: it may be broken or point anywhere on the machine).
-        self.files = [p for root, p, _ in self.images if not (p.is_symlink() and _refuse(root, p))] + self.meta_files
+        self.files = [p for root, p, _ in self.images
+                      if p not in self.unsupported and not (p.is_symlink() and _refuse(root, p))] + self.meta_files
 
     has_embeddings = property(lambda self: self.spec.embedding is not None)
 
@@ -111,18 +125,22 @@ class ImageFolderReader:
         row = {"item_id": str(ident) if ident not in (None, "") else key, "file": str(path), "text": text,
                "url": url, "source": source,
                "embedding": as_vector(meta.get(spec.embedding)) if spec.embedding else None}
+        if path in self.unsupported:
+            row["error"] = f"{UNSUPPORTED} ({path.suffix.lower() or 'no suffix'}): not an image, video or audio file"
+            return row
         why = _refuse(root, path)
         if why:
             row["error"] = why
             return row
+        kind, limit = media_kind(path.name), max_bytes_for(path.name)
         try:
             with open(path, "rb") as fh:
-                data = fh.read(MAX_BYTES + 1)
+                data = fh.read(limit + 1)
         except OSError as exc:
-            row["error"] = f"image file unreadable: {type(exc).__name__}: {str(exc)[:120]}"
+            row["error"] = f"{kind} file unreadable: {type(exc).__name__}: {str(exc)[:120]}"
             return row
-        if len(data) > MAX_BYTES:
-            row["error"] = f"image file too large (> {MAX_BYTES} bytes)"
+        if len(data) > limit:
+            row["error"] = f"{kind} file too large (> {limit} bytes)"
         else:
             row["image"] = data
         return row

@@ -34,7 +34,8 @@ MAX_PIXELS = 8192 * 8192  # 67 Mpx: larger headers are refused as decompression 
 MAX_SIDE = 16384
 MAX_BYTES = 64 * 2**20
 MAX_BATCH_BYTES = 256 * 2**20  # readers flush a batch early once its image bytes pass this (bounded memory)
-ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO", "PPM", "ICO", "AVIF", "QOI", "TGA")
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "DIB", "TIFF", "MPO", "PPM", "ICO", "AVIF", "QOI", "TGA",
+                   "JPEG2000")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".ppm", ".avif")
 
 
@@ -66,7 +67,7 @@ def decode_image(
     if not isinstance(data, (bytes, bytearray)):
         return None, f"expected image bytes, got {type(data).__name__}"
     if len(data) == 0:
-        return None, "empty image (0 bytes)"
+        return None, "empty image bytes"
     if len(data) > max_bytes:
         return None, f"image too large: {len(data)} bytes > limit {max_bytes}"
     try:
@@ -83,7 +84,8 @@ def decode_image(
 def _describe(exc: Exception) -> str:
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     if "cannot identify image file" in msg:
-        msg = "not a supported image (or corrupt header)"
+        msg = "not a recognised image format (not a supported image, or a corrupt header; allowed: " + \
+              ", ".join(ALLOWED_FORMATS) + ")"
     return f"undecodable image: {type(exc).__name__}: {msg}"[:300]
 
 
@@ -92,7 +94,7 @@ def _check_and_convert(img: Image.Image, max_pixels: int, max_side: int, draft_s
     if w <= 0 or h <= 0:
         return None, f"image has an empty size {w}x{h}"
     if w * h > max_pixels:
-        return None, f"decompression bomb refused: {w}x{h} = {w * h} pixels > limit {max_pixels}"
+        return None, f"image too large: {w}x{h} = {w * h} pixels > limit {max_pixels} (decompression bomb refused)"
     if max(w, h) > max_side:
         return None, f"image dimensions refused: {w}x{h}, a side is over the limit {max_side}"
     if getattr(img, "is_animated", False) or getattr(img, "n_frames", 1) > 1:

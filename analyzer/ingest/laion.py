@@ -29,9 +29,10 @@ import pyarrow.parquet as pq
 from analyzer.errors import InputError
 from analyzer.ingest.images import resolve_roles
 from analyzer.ingest.schema import ColumnSpec
-from analyzer.ingest.mapped import install_bus_error_handler, map_block
-from analyzer.ingest.streamhash import StreamHasher
-from analyzer.ingest.standardize import _list_column, as_float32, finite_rows, standardize
+from analyzer.ingest.mapped import map_block
+from analyzer.ingest.standardize import _list_column, standardize
+from analyzer.ingest.tabular import parquet_batches
+from analyzer.vectors import finite_rows, to_float32
 
 _NUM_RE = re.compile(r"_(\d+)\.(?:npy|parquet)$")
 
@@ -57,7 +58,6 @@ class LaionEmbeddingReader:
         if not self.shards:
             raise InputError(f"expected {folder}/{folder}_N.npy files in {[str(p) for p in paths]}, got none")
         self.files = [f for _, _, npy, meta in self.shards for f in (npy, meta)]
-        self.hasher = StreamHasher(depth=HASH_QUEUE)  # sha256 of the .npy files read whole, in order, by iter_batches
         self.dim: int | None = None
         self.rows: dict[Path, int] = {}
         self.columns: dict[Path, dict] = {}
@@ -85,17 +85,6 @@ class LaionEmbeddingReader:
 
     has_embeddings = True
 
-    def hashed_while_reading(self) -> list[Path]:
-        """The input files whose sha256 ``iter_batches`` computes from the bytes it reads (the .npy files: 10 GB
-        at 10M LAION rows, read once instead of twice; hashed in a thread of its own, :mod:`.streamhash`).
-        :meth:`streamed_sha256` gives it once a file was read whole and in order, unchanged meanwhile; otherwise
-        (a resumed scan, a read stopped early) it is None and the caller hashes the file itself."""
-        return [npy for _, _, npy, _ in self.shards]
-
-    def streamed_sha256(self, path: Path) -> str | None:
-        self.hasher.wait()
-        return self.hasher.digests.get(path)
-
     def embedding_dim(self) -> int | None:
         return self.dim
 
@@ -103,22 +92,16 @@ class LaionEmbeddingReader:
         return sum(self.rows.values())
 
     def iter_batches(self, batch_size: int, start_row: int = 0) -> Iterator[pa.RecordBatch]:
-        try:
-            yield from self._batches(batch_size, start_row)
-        finally:
-            self.hasher.stop()  # after the chunks handed over so far are hashed
-
-    def _batches(self, batch_size: int, start_row: int) -> Iterator[pa.RecordBatch]:
         row = start_row
         for _, n, npy, meta in self.shards:
             arr = _open_npy(npy)
-            rows = _RowReader(npy, arr, hasher=self.hasher)
+            rows = _RowReader(npy, arr)
             del arr  # the mapping is only used for its header: blocks are read with bounded buffers
             cols = dict(self.columns[meta])
             needed = sorted({c for c in cols.values() if c})
             off = 0
             try:
-                batches = pq.ParquetFile(meta).iter_batches(batch_size=batch_size, columns=needed or [])
+                batches = parquet_batches(meta, batch_size, needed or [])
                 for raw in batches:
                     k = raw.num_rows
                     if k == 0:
@@ -153,34 +136,24 @@ class LaionEmbeddingReader:
                 raise InputError(f"expected {rows.n} metadata rows in {meta.name}, got {off}")
 
 
-CHUNK_BYTES = 4 << 20  # bytes per piece handed to the fingerprint's thread
-HASH_QUEUE = 16  # pieces the fingerprint's thread may lag behind (64 MB of mapped rows kept alive at most)
-
-
 class _RowReader:
     """Reads row blocks of a C-order .npy as read-only memory maps of the block's own rows (analyzer/ingest/
     mapped.py): no copy out of the page cache, and the process holds only the batches in flight, whereas one map of
-    the whole file would count every page read towards its RSS until unmapped (10M x 512 fp16 = 10 GB)."""
+    the whole file would count every page read towards its RSS until unmapped (10M x 512 fp16 = 10 GB). Every
+    block checks the file's size first: a file cut short is one clear InputError."""
 
-    def __init__(self, path: Path, arr: np.ndarray, hasher: StreamHasher | None = None):
+    def __init__(self, path: Path, arr: np.ndarray):
         self.path, self.n, self.dim, self.dtype = path, int(arr.shape[0]), int(arr.shape[1]), arr.dtype
-        self.offset = getattr(arr, "offset", None)
+        self.offset = arr.offset if isinstance(arr, np.memmap) else None
         self.c_order = bool(arr.flags.c_contiguous) and self.offset is not None
         self.fh = open(path, "rb") if self.c_order else None
-        # the file's sha256 from the bytes read (header here, then the rows as they come), while reads run in order
-        self._hasher, self._hashing, self._next = hasher, None, 0
-        if self.fh is not None and hasher is not None:
-            self._hashing = hasher.open(path, self.fh.read(self.offset), _stat(self.fh))
-        if self.fh is not None:
-            install_bus_error_handler()  # a file cut under the maps: one line and exit status 2, not a bare crash
 
-    def read(self, off: int, k: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """Rows ``off .. off + k`` (a read-only array) and, for float16, which of them are finite (else None)."""
+    def read(self, off: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows ``off .. off + k`` (a read-only array) and which of them are finite."""
         if not self.c_order:  # Fortran-order files: slice the map (rare; not bounded the same way)
-            return np.asarray(np.load(self.path, mmap_mode="r", allow_pickle=False)[off:off + k]), None
+            block = np.asarray(np.load(self.path, mmap_mode="r", allow_pickle=False)[off:off + k])
+            return block, finite_rows(block)
         row_bytes = self.dim * self.dtype.itemsize
-        if off != self._next:  # not the next rows in order: this read cannot fingerprint the file
-            self._hashing = None
         start, nbytes = self.offset + off * row_bytes, k * row_bytes
         size = _stat(self.fh)[0]
         if size < start + nbytes:
@@ -188,23 +161,10 @@ class _RowReader:
                              f"{max(off, (size - self.offset) // row_bytes)}; re-download it")
         view = map_block(self.fh, start, nbytes)
         block = np.frombuffer(view, dtype=self.dtype, count=k * self.dim).reshape(k, self.dim)
-        finite = finite_rows(block) if self.dtype == np.float16 and self.dim > 0 else None
-        if self._hashing is not None:  # hashed in the hasher's thread; each piece keeps the map alive meanwhile
-            for i in range(0, nbytes, CHUNK_BYTES):
-                self._hasher.update(self._hashing, view[i:i + CHUNK_BYTES])
-        self._next = off + k
-        return block, finite
+        return block, finite_rows(block)
 
     def close(self) -> None:
-        if self.fh is None:
-            return
-        try:
-            if self._hashing is not None and self._next == self.n:
-                self.fh.seek(self.offset + self.n * self.dim * self.dtype.itemsize)
-                while tail := self.fh.read(1 << 20):  # bytes after the last row (none in a plain .npy)
-                    self._hasher.update(self._hashing, tail)
-                self._hasher.finish(self._hashing, _stat(self.fh))  # kept only if unchanged while it was read
-        finally:
+        if self.fh is not None:
             self.fh.close()
 
 
@@ -224,9 +184,7 @@ def _embedding_column(block: np.ndarray, finite: np.ndarray | None = None) -> tu
     if block.dtype == np.float16:
         mat = np.ascontiguousarray(block)
     else:
-        mat = as_float32(block) if block.dtype != np.float32 else np.array(block, copy=True)
-        finite = None
-    if finite is None:
+        mat = to_float32(block) if block.dtype != np.float32 else np.array(block, copy=True)
         finite = finite_rows(mat)
     emb = _list_column(mat, finite)
     if finite.all():

@@ -14,7 +14,8 @@ source     string, not null  source group: the source column, else the URL's reg
                              "unknown"
 embedding  list<float32>     precomputed embedding (null when the input has none); readers of float16
                              vectors (LAION npy) may yield list<float16> instead (STANDARD_SCHEMA_F16)
-image      binary            raw image bytes for image inputs (null otherwise)
+image      binary            raw media bytes: an image, a video or an audio file (null otherwise; the tag stage
+                             tells them apart from the bytes, analyzer/ingest/media.py)
 file       string, not null  the input file the row came from
 status     string, not null  "ok" or "error" (per-item failure; the run goes on)
 error      string            why the row failed (null when ok)
@@ -23,9 +24,10 @@ error      string            why the row failed (null when ok)
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, fields
 
 import pyarrow as pa
+
+from analyzer.config import ColumnSpec  # noqa: F401 - the readers' column options, re-exported
 
 STANDARD_SCHEMA = pa.schema(
     [
@@ -48,26 +50,12 @@ STANDARD_SCHEMA_F16 = STANDARD_SCHEMA.set(STANDARD_SCHEMA.get_field_index("embed
 
 # Auto-detected names, first match wins (case-sensitive first, then case-insensitive).
 AUTO_NAMES = {
-    "text": ["TEXT", "caption", "text", "alt_text", "alt", "title", "prompt", "description"],
+    "text": ["TEXT", "caption", "text", "alt_text", "alt", "title", "prompt", "description", "transcript"],
     "id": ["key", "id", "item_id", "uid", "sample_id", "image_id", "caption_id"],
     "url": ["URL", "url", "image_url", "link"],
     "source": ["source", "domain", "SOURCE"],
     "embedding": [],  # never guessed: precomputed vectors must be named with --embedding-column
 }
-
-
-@dataclass(frozen=True)
-class ColumnSpec:
-    """Column options (``--text-column`` ...). ``None`` means auto-detect (embedding: none)."""
-
-    text: str | None = None
-    id: str | None = None
-    url: str | None = None
-    source: str | None = None
-    embedding: str | None = None
-
-    def as_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def make_item_id(url: str | None, text: str | None) -> str:

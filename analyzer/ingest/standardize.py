@@ -1,8 +1,6 @@
 """Column resolution (options + auto-detection) and conversion of raw batches to STANDARD_SCHEMA."""
 from __future__ import annotations
 
-import threading
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,73 +10,9 @@ import pyarrow.compute as pc
 from analyzer.errors import InputError
 from analyzer.ingest.schema import AUTO_NAMES, STANDARD_SCHEMA, STANDARD_SCHEMA_F16, ColumnSpec, make_item_id
 from analyzer.ingest.sources import source_column
+from analyzer.vectors import embedding_matrix, finite_rows
 
 ROLES = ("text", "id", "url", "source", "embedding")
-_TORCH_MIN_VALUES = 1 << 18  # below 512 512-d rows numpy's cast is fast enough and torch is not imported for it
-
-
-_TORCH_LOCK = threading.Lock()
-_TORCH = []  # [torch or None] once the import was tried
-
-
-def _torch():
-    """torch when importable (its float16 casts are vectorised, ~10x numpy's scalar loop here), else None.
-    Imported once under a lock: scoring threads that both reach their first cast must not see a half-imported
-    module."""
-    if _TORCH:
-        return _TORCH[0]
-    with _TORCH_LOCK:
-        if not _TORCH:
-            try:
-                import torch
-            except Exception:  # noqa: BLE001 - any import failure: numpy fallback
-                torch = None
-            _TORCH.append(torch)
-    return _TORCH[0]
-
-
-def pool_empty(shape, dtype) -> np.ndarray:
-    """Uninitialised writable array allocated from Arrow's memory pool when large. The pool (mimalloc or jemalloc)
-    reuses freed pages, whereas every fresh numpy array of tens of MB is a new mapping whose pages fault in one
-    by one: per batch, that was several times the cost of the arithmetic on it."""
-    dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape)) * dtype.itemsize
-    if nbytes < (1 << 20):
-        return np.empty(shape, dtype=dtype)
-    return np.frombuffer(pa.allocate_buffer(nbytes), dtype=dtype).reshape(shape)
-
-
-def _cast_float(a: np.ndarray, dtype, out: np.ndarray | None = None) -> np.ndarray:
-    """``a`` as a new C-contiguous array of ``dtype`` (float16 <-> float32), or written into ``out``; bit-identical
-    to numpy's cast (both round to nearest even), through torch's vectorised kernel for large arrays."""
-    torch = _torch() if a.size >= _TORCH_MIN_VALUES else None
-    if torch is None:
-        if out is None:
-            return np.ascontiguousarray(a, dtype=dtype)
-        out[...] = a
-        return out
-    out = pool_empty(a.shape, dtype) if out is None else out
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # read-only Arrow buffers: torch warns, but only reads them here
-        torch.from_numpy(out).copy_(torch.from_numpy(np.ascontiguousarray(a)))
-    return out
-
-
-def as_float32(a: np.ndarray) -> np.ndarray:
-    """float32 view (already float32) or fast copy of a float16/float64/integer array."""
-    if a.dtype == np.float32:
-        return a
-    if a.dtype == np.float16:
-        return _cast_float(a, np.float32)
-    with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf: a per-item error, not a warning
-        return a.astype(np.float32)
-
-
-def as_float16(a: np.ndarray) -> np.ndarray:
-    """float16 copy of a float32 array (the stored embedding parts), fast for large arrays."""
-    if a.dtype == np.float16:
-        return a
-    return _cast_float(np.asarray(a, dtype=np.float32), np.float16)
 
 
 def resolve_columns(names: list[str], spec: ColumnSpec, path: Path | str) -> dict:
@@ -116,76 +50,6 @@ def resolve_columns(names: list[str], spec: ColumnSpec, path: Path | str) -> dic
             f"got columns {names[:12]}; name it with --text-column or --embedding-column"
         )
     return out
-
-
-def embedding_matrix(arr: pa.Array, *, check_finite: bool = True,
-                     widen: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """(n, d) float32 matrix and a validity mask from a list / fixed-size-list column (or fixed_size_binary(2*d):
-    raw little-endian float16 vectors, the "binary" layout of embedding parts). ``widen=False`` keeps float16
-    values float16 (a view where possible), for callers that widen block by block themselves.
-
-    Rows that are null, of another length than the batch's first valid row, or hold NaN/inf are invalid
-    (their matrix rows are zero). Raises InputError when no row has a usable vector. ``check_finite=False`` skips
-    the NaN/inf pass, for callers that check the rows' norms themselves.
-    """
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    n = len(arr)
-    t = arr.type
-    if pa.types.is_fixed_size_list(t):
-        d = t.list_size
-        flat = arr.flatten() if arr.null_count == 0 else None
-        if flat is not None and len(flat) == n * d:
-            mat = _values(flat.to_numpy(zero_copy_only=False), widen).reshape(n, d)
-            valid = np.ones(n, dtype=bool)
-        else:
-            arr = arr.cast(pa.list_(t.value_type))
-            return embedding_matrix(arr, check_finite=check_finite, widen=widen)
-    elif pa.types.is_list(t) or pa.types.is_large_list(t):
-        if not (pa.types.is_floating(t.value_type) or pa.types.is_integer(t.value_type)):
-            raise InputError(f"expected embedding values of a float type, got {t.value_type}")
-        offsets = arr.offsets.to_numpy()
-        lens = np.diff(offsets)
-        valid = np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=bool) & (lens > 0)
-        if not valid.any():
-            return np.zeros((n, 0), dtype=np.float32), valid
-        d = int(np.bincount(lens[valid]).argmax())
-        valid &= lens == d
-        values = _values(arr.values.to_numpy(zero_copy_only=False), widen)
-        idx = np.nonzero(valid)[0]
-        if len(idx) == n and offsets[0] == 0 and len(values) == n * d:
-            mat = values.reshape(n, d)  # a (read-only) view: callers only read the matrix
-        else:
-            mat = np.zeros((n, d), dtype=values.dtype)
-            starts = offsets[idx]
-            gather = starts[:, None] + np.arange(d)[None, :]
-            mat[idx] = values[gather]
-    elif pa.types.is_fixed_size_binary(t) and t.byte_width % 2 == 0 and t.byte_width:
-        # raw little-endian float16 vectors, one per value (the "binary" layout of RUN/embeddings parts)
-        d = t.byte_width // 2
-        valid = np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-        buf = arr.buffers()[1]
-        raw = np.frombuffer(buf, dtype="<f2", count=(arr.offset + n) * d)[arr.offset * d:].reshape(n, d)
-        mat = _values(raw, widen)
-        if not valid.all():
-            mat = np.array(mat, copy=True)
-            mat[~valid] = 0.0
-    else:
-        raise InputError(f"expected an embedding column of lists of floats, got type {t}; "
-                         "store vectors as list<float> or fixed_size_list<float>")
-    if not check_finite:
-        return mat, valid
-    finite = finite_rows(mat)
-    if not finite.all():
-        mat = np.array(mat, copy=True)  # zero-copy views from Arrow are read-only
-        mat[~finite] = 0.0
-    valid &= finite
-    return mat, valid
-
-
-def _values(v: np.ndarray, widen: bool) -> np.ndarray:
-    """float32 values, or float16 ones kept as they are when not ``widen``."""
-    return v if (not widen and v.dtype == np.float16) else as_float32(v)
 
 
 def standardize(raw: pa.RecordBatch, cols: dict, *, file: str, start_row: int) -> pa.RecordBatch:
@@ -291,29 +155,6 @@ def _list_column(mat: np.ndarray, valid: np.ndarray) -> pa.Array:
     return pa.ListArray.from_arrays(offsets, values, type=pa.list_(values.type), mask=mask)
 
 
-def finite_rows(mat: np.ndarray) -> np.ndarray:
-    """Rows of an (n, d) matrix without NaN/inf. float16: on the bits (:func:`finite_rows_f16`); other types: NaN
-    and inf poison a row sum (one cheap pass), and the rows whose sum is not finite (which a huge finite row can
-    also overflow) are rechecked value by value."""
-    if mat.dtype == np.float16:
-        return finite_rows_f16(mat) if mat.shape[1] else np.ones(len(mat), dtype=bool)
-    with np.errstate(over="ignore", invalid="ignore"):  # inf + -inf: a per-item error, not a warning on stderr
-        suspect = ~np.isfinite(mat.sum(axis=1))
-    finite = np.ones(len(mat), dtype=bool)
-    if suspect.any():
-        finite[suspect] = np.isfinite(mat[suspect]).all(axis=1)
-    return finite
-
-
-def finite_rows_f16(mat: np.ndarray) -> np.ndarray:
-    """Rows of a float16 matrix without NaN/inf: a value is non-finite when its exponent bits are all ones, so
-    ``max(bits & 0x7fff) < 0x7c00`` per row, in one compiled pass (:func:`analyzer.tag.kernel.finite_rows16`;
-    tests compare it with numpy's ``isfinite``)."""
-    from analyzer.tag.kernel import finite_rows16
-
-    return finite_rows16(mat)
-
-
 def _embedding_column(emb) -> tuple[pa.Array, np.ndarray]:
     """list<float32> column (null where absent or invalid) and a mask of invalid non-null rows.
 
@@ -323,7 +164,7 @@ def _embedding_column(emb) -> tuple[pa.Array, np.ndarray]:
         emb = emb.combine_chunks()
     n = len(emb)
     null = np.asarray(emb.is_null().to_numpy(zero_copy_only=False), dtype=bool)
-    # float16 vectors stay float16 (list<float16>): the tagger reads them as they are (analyzer.tag.kernel)
+    # float16 vectors stay float16 (list<float16>): the tagger reads them as they are (analyzer/tag/kernel.py)
     mat, valid = embedding_matrix(emb, check_finite=False, widen=False)
     valid &= finite_rows(mat)
     bad = ~valid & ~null

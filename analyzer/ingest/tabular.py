@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import re
 from pathlib import Path
 from typing import Iterator
 
@@ -20,6 +22,7 @@ from analyzer.errors import InputError
 from analyzer.ingest.schema import AUTO_NAMES, ColumnSpec
 from analyzer.ingest.standardize import resolve_columns, standardize
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
 TABULAR_SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl",
                     ".ndjson": "jsonl", ".json": "jsonl"}
 
@@ -48,16 +51,53 @@ def _jsonl_keys(path: Path) -> list[str]:
         for raw in fh:
             if raw.strip():
                 try:
-                    obj = json.loads(raw)
-                except ValueError:
+                    pairs = json.loads(raw.decode("utf-8", errors="replace"), object_pairs_hook=_pairs)
+                except (ValueError, RecursionError):
                     raise InputError(
-                        f"expected JSON lines (one object per line) in {path}, got a first line that is not JSON; "
-                        "check the format or the file suffix"
+                        f"expected JSON lines (one object per line) in {path}, got a first line that is not JSON "
+                        "(or is nested too deeply to parse); check the format or the file suffix"
                     ) from None
-                if not isinstance(obj, dict):
-                    raise InputError(f"expected a JSON object per line in {path}, got {type(obj).__name__}")
-                return list(obj.keys())
+                if not isinstance(pairs, _Pairs):
+                    raise InputError(f"expected a JSON object per line in {path}, got {type(pairs).__name__}")
+                return [k for k, _ in pairs]
     raise InputError(f"expected at least one row in {path}, got an empty file")
+
+
+class _Pairs(list):
+    """A JSON object as its (key, value) pairs in file order, duplicates kept (the header check needs them)."""
+
+
+def _pairs(items) -> _Pairs:
+    return _Pairs(items)
+
+
+def check_column_names(names: list[str], path: Path) -> None:
+    """A file's column names: unique (a repeated name makes the column a role reads ambiguous) and valid UTF-8
+    (a JSON key may escape a lone surrogate, which Arrow cannot store)."""
+    seen: set[str] = set()
+    for n in names:
+        if n in seen:
+            raise InputError(f"expected unique column names in {path}, got {n!r} more than once; rename or drop the "
+                             "repeated column")
+        seen.add(n)
+        if not _utf8(n):
+            raise InputError(f"expected column names in valid UTF-8 in {path}, got {n!r} (a lone surrogate); rename "
+                             "the column")
+
+
+def check_utf8_path(path) -> None:
+    """A path whose name is not valid UTF-8 (Python holds its bytes as lone surrogates) cannot be stored in the
+    run's parquet parts or opened by Arrow: refuse it by name (the absolute path: the run stores that)."""
+    if not _utf8(os.path.abspath(path)):
+        raise InputError(f"expected input paths in valid UTF-8, got {str(path)!r}; rename the file or directory")
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 class TabularReader:
@@ -79,6 +119,7 @@ class TabularReader:
             self.formats[p] = fmt
             names = (_parquet_columns(p) if fmt == "parquet" else _jsonl_keys(p) if fmt == "jsonl"
                      else _csv_header(p, "," if fmt == "csv" else "\t"))
+            check_column_names(names, p)
             self.columns[p] = resolve_columns(names, spec, p)
         self._check_parquet_types()  # every parquet file, not only when the last input is one
 
@@ -133,13 +174,19 @@ class TabularReader:
                 yield out
 
 
+def parquet_batches(path, batch_size: int, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+    """Record batches of a parquet file with bounded memory: pyarrow's default ``pre_buffer=True`` keeps the
+    buffers of every row group read so far until the loop ends (``analyzer tag`` on a 2.3 GB file peaked at
+    2.85 GB with it, 645 MB without; benchmarks/bench_tag.py)."""
+    pf = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 23)
+    yield from pf.iter_batches(batch_size=batch_size, columns=columns)
+
+
 def _raw_batches(p: Path, fmt: str, cols: dict, batch_size: int) -> Iterator[pa.RecordBatch]:
     needed = [c for c in cols.values() if c]
     if fmt == "parquet":
         try:
-            pf = pq.ParquetFile(p)
-            for b in pf.iter_batches(batch_size=batch_size, columns=needed or None):
-                yield b
+            yield from parquet_batches(p, batch_size, needed or None)
         except InputError:
             raise
         except Exception as exc:
@@ -171,7 +218,7 @@ def _raw_batches(p: Path, fmt: str, cols: dict, batch_size: int) -> Iterator[pa.
                 "check the delimiter, quoting and that every row has the header's column count"
             ) from None
     else:
-        yield from _jsonl_batches(p, needed, batch_size)
+        yield from _jsonl_batches(p, needed, batch_size, cols.get("embedding"))
 
 
 def _decode_binary(b: pa.RecordBatch) -> pa.RecordBatch:
@@ -188,7 +235,8 @@ def _decode_binary(b: pa.RecordBatch) -> pa.RecordBatch:
 
 def parse_jsonl_line(raw: bytes, needed: list[str], lineno: int) -> dict:
     """One JSONL line -> a record of the needed keys (plus ``__error``); the scan and ``apply`` share it so
-    both compute the same item ids."""
+    both compute the same item ids. A line that is not a JSON object, or is nested too deeply for the parser,
+    is an error row (its fields null)."""
     try:
         obj = json.loads(raw.decode("utf-8", errors="replace"))
         if not isinstance(obj, dict):
@@ -198,13 +246,14 @@ def parse_jsonl_line(raw: bytes, needed: list[str], lineno: int) -> dict:
             if v is not None and not isinstance(v, (str, list)):
                 rec[k] = str(v) if not isinstance(v, dict) else json.dumps(v)
         rec["__error"] = None
-    except ValueError:
+    except (ValueError, RecursionError) as exc:
         rec = {k: None for k in needed}
-        rec["__error"] = f"line {lineno}: not a JSON object"
+        why = "nested too deeply to parse" if isinstance(exc, RecursionError) else "not a JSON object"
+        rec["__error"] = f"line {lineno}: {why}"
     return rec
 
 
-def _jsonl_batches(p: Path, needed: list[str], batch_size: int) -> Iterator[pa.RecordBatch]:
+def _jsonl_batches(p: Path, needed: list[str], batch_size: int, vector: str | None) -> Iterator[pa.RecordBatch]:
     rows: list[dict] = []
     with open(p, "rb") as fh:
         for lineno, raw in enumerate(fh, 1):
@@ -212,21 +261,50 @@ def _jsonl_batches(p: Path, needed: list[str], batch_size: int) -> Iterator[pa.R
                 continue
             rows.append(parse_jsonl_line(raw, needed, lineno))
             if len(rows) >= batch_size:
-                yield _rows_to_batch(rows, needed)
+                yield _rows_to_batch(rows, needed, vector)
                 rows = []
     if rows:
-        yield _rows_to_batch(rows, needed)
+        yield _rows_to_batch(rows, needed, vector)
 
 
-def _rows_to_batch(rows: list[dict], needed: list[str]) -> pa.RecordBatch:
+def _rows_to_batch(rows: list[dict], needed: list[str], vector: str | None) -> pa.RecordBatch:
+    """The records as one batch. The ``vector`` (embedding) column is list<float32>: a row whose value does not fit
+    it (a list of strings, nested lists) becomes an error row; a list in any other column is kept as its JSON
+    text, as an object is. Strings with a lone
+    surrogate (a JSON escape such as ``\\ud800``) get U+FFFD in its place, as invalid UTF-8 bytes do."""
     data = {}
-    for k in needed + ["__error"]:
+    errors = [r.get("__error") for r in rows]
+    for k in needed:
         vals = [r.get(k) for r in rows]
-        if any(isinstance(v, list) for v in vals):
-            data[k] = pa.array(vals, type=pa.list_(pa.float32()))
+        if k == vector and any(isinstance(v, list) for v in vals):
+            data[k] = _vectors(vals, k, errors)
         else:
-            data[k] = pa.array([None if v is None else str(v) for v in vals], type=pa.string())
+            data[k] = _strings([None if v is None else v if isinstance(v, str) else json.dumps(v) for v in vals])
+    data["__error"] = _strings(errors)
     return pa.RecordBatch.from_pydict(data)
+
+
+def _vectors(vals: list, name: str, errors: list) -> pa.Array:
+    try:
+        return pa.array(vals, type=pa.list_(pa.float32()))
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
+        pass
+    out = []
+    for i, v in enumerate(vals):
+        try:
+            pa.array([v], type=pa.list_(pa.float32()))
+            out.append(v)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
+            out.append(None)
+            errors[i] = errors[i] or f"{name!r} is not a list of numbers"
+    return pa.array(out, type=pa.list_(pa.float32()))
+
+
+def _strings(vals: list) -> pa.Array:
+    try:
+        return pa.array(vals, type=pa.string())
+    except UnicodeEncodeError:
+        return pa.array([v if v is None or _utf8(v) else _SURROGATE.sub("\ufffd", v) for v in vals], type=pa.string())
 
 
 __all__ = ["TabularReader", "TABULAR_SUFFIXES", "AUTO_NAMES", "pc"]

@@ -7,21 +7,25 @@ by key; its failed-download rows are not samples of the shard and are not emitte
 
 Per sample: ``item_id`` = the id field (``--id-column``, else the json ``key``), else the tar key;
 ``text`` = the ``.txt`` member, else the caption field of the json/sidecar; ``url``/``source`` from the
-json/sidecar; ``image`` = the raw bytes of the first image member (decoded later by the encoder);
+json/sidecar; ``image`` = the raw bytes of the sample's media member: a video (mp4, webm, mkv, mov ...) before an
+image before an audio file (wav, flac, mp3, ogg ...), decoded later in the tag stage (analyzer/ingest/media.py);
 ``embedding`` = the ``--embedding-column`` field of the json/sidecar or a member with that extension
 (``.npy`` read with ``allow_pickle=False``).
 
 Safety: a member with an absolute name, a ``..`` component, or that is a link or a device is never read;
 it becomes one ``status="error"`` row (``item_id`` = ``"<shard name>:<member name>"``). A member larger
-than ``MAX_BYTES`` is not read (error row). A shard that ends mid-member (truncated) or is corrupt gives
+than ``MAX_BYTES`` (video and audio: ``MAX_MEDIA_BYTES``) is not read (error row). A sample whose only members are of
+another type (``.pdf`` ...) is an error row "unsupported media type". A shard that ends mid-member (truncated) or is corrupt gives
 an error row for the sample being read (or ``"<shard>:#corrupt"``) and the next shard is read.
 """
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import re
 import tarfile
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Iterator
 
@@ -30,8 +34,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from analyzer.errors import InputError
-from analyzer.ingest.images import MAX_BYTES, RowBuilder, as_vector, is_image_name, pick_name
+from analyzer.ingest.images import RowBuilder, as_vector, is_image_name, pick_name
+from analyzer.ingest.media import AUDIO_EXT_ORDER, VIDEO_EXT_ORDER, max_bytes_for, media_kind
 from analyzer.ingest.schema import ColumnSpec
+from analyzer.ingest.tabular import check_utf8_path
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 _KEY_RE = re.compile(r"^((?:.*/|)[^./][^.]*)\.([^/]*)$")
@@ -61,9 +67,12 @@ class WebDatasetReader:
         if not self.shards:
             raise InputError(f"expected at least one .tar shard in {[str(p) for p in paths]}, got none")
         for s in self.shards:
+            check_utf8_path(s)  # a shard found in a directory: its name is stored with every sample
             if s.stat().st_size == 0:
                 raise InputError(f"expected a non-empty tar shard, got an empty file {s}; remove it from the inputs")
-            if not s.name.lower().endswith((".gz", ".tgz")) and not tarfile.is_tarfile(s):
+            if _is_gzip(s):
+                _check_gzip_tar(s)
+            elif not tarfile.is_tarfile(s):
                 raise InputError(f"expected a tar archive, got {s} which is not one; check the file")
         self.sidecars = {s: _sidecar_path(s) for s in self.shards}
         self.files = self.shards + [p for p in self.sidecars.values() if p is not None]
@@ -93,8 +102,9 @@ class WebDatasetReader:
         side = _load_sidecar(self.sidecars[shard], self.spec)
         file = str(shard)
         cur_key, cur = None, {}
+        gz = _is_gzip(shard)
         try:
-            with tarfile.open(shard, mode="r|*") as tf:
+            with _open_tar(shard, gz) as (tf, check_end):
                 for m in tf:
                     if m.isdir():
                         continue
@@ -114,16 +124,17 @@ class WebDatasetReader:
                         if cur_key is not None:
                             yield self._sample(cur_key, cur, side, file)
                         cur_key, cur = key, {}
-                    if m.size > MAX_BYTES:
+                    if m.size > max_bytes_for(m.name):  # images MAX_BYTES, video/audio MAX_MEDIA_BYTES
                         cur.setdefault("__errors", []).append(f"member {ext} too large ({m.size} bytes)")
                         continue
                     fh = tf.extractfile(m)
                     cur[ext] = fh.read() if fh is not None else b""
-                end = tf.offset
-            if not _has_end_marker(shard, end):
-                raise tarfile.ReadError(f"no end-of-archive marker after byte {end}")
+                check_end(tf.offset)
         except (tarfile.TarError, EOFError, OSError, zlib_error()) as exc:
             why = f"tar shard truncated or corrupt ({type(exc).__name__}: {str(exc)[:120]})"
+            if gz:  # a cut compressed stream hides how many samples it held: bad input, not a run that looks whole
+                raise InputError(f"expected a complete gzip-compressed tar shard, got {shard} which is {why[10:]}; "
+                                 "re-download the shard or remove it from the inputs") from None
             if cur_key is not None:
                 cur.setdefault("__errors", []).append(why)
                 yield self._sample(cur_key, cur, side, file)
@@ -157,9 +168,13 @@ class WebDatasetReader:
             text = field("text")
         ident = field("id")
         item_id = str(ident) if ident not in (None, "") else key
-        image = next((members[e] for e in IMAGE_EXT_ORDER if e in members), None)
+        # the sample's media (carried in the image column, told apart by its bytes in the tag stage): a video before
+        # an image (its thumbnail), an image before an audio track
+        image = next((members[e] for e in VIDEO_EXT_ORDER + IMAGE_EXT_ORDER if e in members), None)
         if image is None:
             image = next((v for e, v in members.items() if is_image_name("x." + e)), None)
+        if image is None:
+            image = next((members[e] for e in AUDIO_EXT_ORDER if e in members), None)
         embedding = None
         if spec.embedding is not None:
             ext = spec.embedding.lower().lstrip(".")
@@ -170,7 +185,9 @@ class WebDatasetReader:
             else:
                 embedding = as_vector(fields.get(spec.embedding))
         if image is None and text is None and embedding is None and not errors:
-            errors.append("sample has no image, caption or embedding member")
+            other = sorted(e for e in members if e != "json" and media_kind("x." + e) is None)
+            errors.append(f"unsupported media type (.{other[0]}): not an image, video or audio member" if other
+                          else "sample has no image, caption or embedding member")
         return {"item_id": item_id, "file": file, "text": text, "url": field("url"), "source": field("source"),
                 "embedding": embedding, "image": image, "error": "; ".join(errors)[:300] or None}
 
@@ -181,14 +198,75 @@ def zlib_error():
     return zlib.error
 
 
-def _has_end_marker(shard: Path, end: int) -> bool:
-    """tarfile stops silently at a cut header; a complete uncompressed tar ends with two zero blocks."""
-    if shard.name.lower().endswith((".gz", ".tgz")):
-        return True  # gzip streams report truncation themselves (EOFError / zlib.error)
+def _is_gzip(shard: Path) -> bool:
+    """Whether the shard's bytes are gzip (magic 1f 8b), whatever its name says."""
+    with open(shard, "rb") as fh:
+        return fh.read(2) == b"\x1f\x8b"
+
+
+def _check_gzip_tar(shard: Path) -> None:
+    """Before the run: a gzip shard's first 512 decompressed bytes must be a tar header (or an empty archive)."""
+    try:
+        with gzip.open(shard, "rb") as fh:
+            block = fh.read(512)
+        tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+    except tarfile.EOFHeaderError:
+        return  # an empty archive: no samples
+    except (OSError, EOFError, zlib_error(), tarfile.HeaderError) as exc:
+        raise InputError(f"expected a gzip-compressed tar shard, got {shard} whose start is not one "
+                         f"({type(exc).__name__}: {str(exc)[:80]}); re-create the shard or remove it from the "
+                         "inputs") from None
+
+
+@contextmanager
+def _open_tar(shard: Path, gz: bool):
+    """The shard as a stream-mode TarFile and ``check_end(offset)``, which raises ``tarfile.ReadError`` unless two
+    zero blocks follow the last member (tarfile stops silently at a cut header) and, for gzip, the compressed
+    stream ends with its checksum (a cut gzip stream otherwise just ends early)."""
+    if not gz:
+        with tarfile.open(shard, mode="r|*") as tf:
+            yield tf, lambda end: _plain_end(shard, end)
+        return
+    with gzip.open(shard, "rb") as raw:
+        src = _Tail(raw)
+        with tarfile.open(fileobj=src, mode="r|") as tf:
+            yield tf, src.check_end
+
+
+def _plain_end(shard: Path, end: int) -> None:
     with open(shard, "rb") as fh:
         fh.seek(end)
         block = fh.read(1024)
-    return len(block) == 1024 and not any(block)
+    if len(block) < 1024 or any(block):
+        raise tarfile.ReadError(f"no end-of-archive marker after byte {end}")
+
+
+class _Tail:
+    """A read-only stream over a decompressed shard that keeps its last 64 KiB read (tarfile reads at most 10 KiB
+    past the header it stops at), so the end-of-archive blocks can be checked after tarfile stopped."""
+
+    KEEP = 1 << 16
+
+    def __init__(self, raw):
+        self.raw, self.buf, self.start = raw, bytearray(), 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n)
+        self.buf += data
+        if len(self.buf) > 2 * self.KEEP:
+            cut = len(self.buf) - self.KEEP
+            del self.buf[:cut]
+            self.start += cut
+        return data
+
+    def check_end(self, end: int) -> None:
+        while self.start + len(self.buf) < end + 1024 and self.read(1 << 14):
+            pass
+        block = bytes(self.buf[end - self.start:end - self.start + 1024]) if end >= self.start else b""
+        while self.read(1 << 20):  # the rest: gzip checks its length and CRC at the end of the stream
+            pass
+        if len(block) < 1024 or any(block):
+            raise tarfile.ReadError(f"no end-of-archive marker after byte {end} of the decompressed stream")
 
 
 def _unsafe(m: tarfile.TarInfo) -> str | None:

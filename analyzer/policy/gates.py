@@ -30,6 +30,7 @@ from pathlib import Path
 import yaml
 
 from analyzer.errors import InputError
+from analyzer.recommend import MIN_MINOR, STRATEGY_DOC, build_strategies, mark_recommended
 
 GATE_DEFAULTS = {
     "max_r1_after_removal": 0,
@@ -175,8 +176,6 @@ def choose_strategy(con, policy: dict) -> str:
         if want not in names:
             raise InputError(f"expected the policy's strategy among auto, {', '.join(names)}, got {want!r}")
         return want
-    from analyzer.recommend.strategies import STRATEGY_DOC
-
     order = {name: i for i, name in enumerate(STRATEGY_DOC)}
     rows = sorted(con.execute(
         "SELECT d.strategy, coalesce(s.items_removed, 0) AS removed, d.exposure_index "
@@ -189,6 +188,17 @@ def choose_strategy(con, policy: dict) -> str:
         if all(g["passed"] for g in gates if not (input_scope and g["gate"] == "hash_matches")):
             return name
     return min(rows, key=lambda r: (r[2], r[1]))[0] if rows else "none"
+
+
+def build_recommendations(con, store, *, bank_version: str, encoder_name: str, recommended: str = "auto",
+                          policy: str | dict | None = None, min_minor: int = MIN_MINOR) -> str:
+    """Strategies and their residual risk, the one the policy recommends (``recommended="auto"``: the policy's
+    choice; a strategy name: that one) and the manifest; returns the recommended strategy's name."""
+    build_strategies(con, min_minor=min_minor)
+    if recommended == "auto":
+        pol = policy if isinstance(policy, dict) else load_policy(policy)
+        recommended = choose_strategy(con, {**pol, "strategy": "auto"} if pol["strategy"] == "none" else pol)
+    return mark_recommended(con, store, recommended, bank_version=bank_version, encoder_name=encoder_name)
 
 
 def _gate(name, passed, figure, limit, detail) -> dict:

@@ -3,8 +3,8 @@
 - ``recommendations`` (strategy, item_id, action, reasons): queries/strategy_removals.sql
 - residual R2-R4 after each strategy: analyzer.risk.residual_risk (rows of the ``*_by_strategy`` tables)
 - ``strategies``: items removed, share of the dataset, the residual figures, the description, and which
-  strategy is recommended: by default the one with the fewest removals that passes the residual gates of
-  the sign-off policy (the run's ``--policy``, else the packaged default), see analyzer/policy.py
+  strategy is recommended: chosen by the sign-off policy (analyzer.policy.choose_strategy: by default the one
+  with the fewest removals that passes its residual gates) and recorded by ``mark_recommended``
 - ``RUN/removal_manifest.parquet``: the recommended strategy's rows with scores, bank and model versions
 """
 from __future__ import annotations
@@ -13,7 +13,6 @@ import pyarrow.parquet as pq
 
 from analyzer.store.sql import load_query
 
-RECOMMENDED = "auto"
 MIN_MINOR = 1  # minor items (screen) that make a group one "where minors are present"
 STRATEGY_DOC = {
     "r1_only": "Quarantine R1 items only (both concepts on one item, or a known-hash match).",
@@ -25,12 +24,13 @@ STRATEGY_DOC = {
 }
 
 
-def build_recommendations(con, store, *, bank_version: str, encoder_name: str,
-                          recommended: str = RECOMMENDED, policy: str | dict | None = None,
-                          min_minor: int = MIN_MINOR) -> str:
-    """Build recommendations, residual risk per strategy, strategies and the manifest; returns the recommended name."""
+def build_strategies(con, *, min_minor: int = MIN_MINOR) -> None:
+    """Build ``recommendations``, the residual risk per strategy and ``strategies`` (none recommended yet).
+
+    Which strategy is recommended is the sign-off policy's choice (``analyzer.policy.choose_strategy``);
+    ``mark_recommended`` then records it and writes the manifest.
+    """
     from analyzer.risk import build_flagged_scanned, build_removed_scanned, residual_risk
-    from analyzer.policy.gates import choose_strategy, load_policy
 
     build_flagged_scanned(con, replace=False)  # built by build_risk; read below by strategy_removals.sql
     con.execute(f"CREATE OR REPLACE TABLE recommendations AS {load_query('strategy_removals')}",
@@ -46,7 +46,8 @@ def build_recommendations(con, store, *, bank_version: str, encoder_name: str,
                     FROM recommendations GROUP BY strategy)
         SELECT doc.strategy,
                coalesce(r.items_removed, 0) AS items_removed,
-               coalesce(r.items_removed, 0) / greatest((SELECT count(*) FROM scanned), 1) AS share_removed,
+               coalesce(r.items_removed, 0) / greatest((SELECT sum(items) FROM group_counts
+                                                        WHERE group_kind = 'source'), 1) AS share_removed,
                false AS recommended,
                coalesce(r.quarantined, 0) AS quarantined,
                d.r1_items AS residual_r1,
@@ -60,16 +61,25 @@ def build_recommendations(con, store, *, bank_version: str, encoder_name: str,
         LEFT JOIN dataset_risk_by_strategy AS d USING (strategy)
         ORDER BY items_removed, doc.pos
     """, {"names": list(STRATEGY_DOC), "docs": list(STRATEGY_DOC.values()), "pos": list(range(len(STRATEGY_DOC)))})
-    if recommended == "auto":
-        pol = policy if isinstance(policy, dict) else load_policy(policy)
-        recommended = choose_strategy(con, {**pol, "strategy": "auto"} if pol["strategy"] == "none" else pol)
+
+
+def mark_recommended(con, store, recommended: str, *, bank_version: str, encoder_name: str) -> str:
+    """Mark ``recommended`` in ``strategies`` and write its rows to ``RUN/removal_manifest.parquet``."""
     con.execute("UPDATE strategies SET recommended = (strategy = $rec)", {"rec": recommended})
+    # the scores of the removed items: from flagged_scanned (every scanned item a strategy removes for its flags),
+    # and from item_scores only for the others (hash matches), so that no pass over every item is needed
     manifest = con.sql("""
+            WITH rec AS (SELECT * FROM recommendations WHERE strategy = $rec),
+            elsewhere AS (SELECT item_id FROM rec ANTI JOIN flagged_scanned USING (item_id)),
+            scores AS (
+                SELECT item_id, minor_score, adult_sexual_score FROM flagged_scanned SEMI JOIN rec USING (item_id)
+                UNION ALL
+                SELECT item_id, minor_score, adult_sexual_score FROM item_scores SEMI JOIN elsewhere USING (item_id)
+            )
             SELECT r.item_id, r.action, r.reasons, r.strategy,
                    s.minor_score, s.adult_sexual_score,
                    $bank AS bank_version, $model AS model
-            FROM recommendations AS r LEFT JOIN item_scores AS s USING (item_id)
-            WHERE r.strategy = $rec
+            FROM rec AS r LEFT JOIN scores AS s USING (item_id)
             ORDER BY r.action DESC, r.item_id
     """, params={"bank": bank_version, "model": encoder_name, "rec": recommended}).to_arrow_table()
     if store is not None:

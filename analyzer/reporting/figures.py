@@ -1,9 +1,26 @@
-"""Matplotlib figures of the report (Agg backend; PNG files under RUN/figures/)."""
+"""Matplotlib figures of the report (Agg backend; PNG files under RUN/figures/): prevalence, score distributions,
+sources, clusters (R3), R2 neighbourhood shares and the removal trade-off curve."""
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
-import matplotlib
+from analyzer.config import library_cache_dir
+
+
+def _matplotlib_config_dir() -> None:
+    """matplotlib writes its font cache and config under ~/.cache/matplotlib and ~/.config/matplotlib unless
+    MPLCONFIGDIR says where: point it, before matplotlib is first imported, at ``CACHE_DIR/matplotlib`` with an
+    explicit cache directory (--cache-dir / ANALYZER_CACHE_DIR), else at a temporary directory removed at exit (the
+    font cache is then rebuilt once per process, about 0.3 s). A MPLCONFIGDIR the user set, or a matplotlib imported
+    before this module (a notebook's own), is left as it is."""
+    if "matplotlib" not in sys.modules and not os.environ.get("MPLCONFIGDIR"):
+        os.environ["MPLCONFIGDIR"] = str(library_cache_dir("matplotlib"))
+
+
+_matplotlib_config_dir()
+import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -75,16 +92,14 @@ def prevalence(con, out: Path, rows: list[tuple] | None = None) -> Path:
     return _save(fig, out / "prevalence.png")
 
 
-def score_distributions(con, out: Path, operating_points: dict, hist: dict | None = None) -> Path:
-    """``hist``: the counts per concept over analyzer.partstats' bins (the parts' own); else one pass here."""
-    from analyzer.partstats import hist_edges
+HIST_BINS = 40  # score histogram bins over [0, 1]
 
+
+def score_distributions(con, out: Path, operating_points: dict) -> Path:
+    """Histograms of the two primary concepts' scores (one pass over the scores) with the operating points."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
-    bins = hist_edges()
-    if hist is not None and all(c in hist for c in ("minor", "adult_sexual")):
-        both = [np.asarray(hist[c], dtype=np.int64) for c in ("minor", "adult_sexual")]
-    else:  # one pass over the scores, both concepts
-        both = histogram(con, "SELECT minor_score, adult_sexual_score FROM item_scores", bins)
+    bins = np.linspace(0, 1, HIST_BINS + 1)
+    both = histogram(con, "SELECT minor_score, adult_sexual_score FROM item_scores", bins)
     for ax, c, counts in zip(axes, ("minor", "adult_sexual"), both):
         # the counts drawn as ax.hist draws the scores themselves (same bars), without every score in Python
         ax.hist(bins[:-1], bins=bins, weights=counts, color="#5b7fa6", log=True)
@@ -145,3 +160,69 @@ def rate_bars(rows, path: Path, *, labels, xlabel: str, title: str) -> Path:
     ax.set_title(title)
     ax.legend(loc="lower right")
     return _save(fig, path)
+
+
+def clusters(con, out: Path, top: int = 15) -> Path | None:
+    rows = con.execute(
+        "SELECT group_id, items, minor_rate, minor_rate_lo, minor_rate_hi, adult_sexual_rate, adult_sexual_rate_lo, "
+        "adult_sexual_rate_hi, score FROM group_risk WHERE group_kind = 'cluster' "
+        "ORDER BY score DESC, minor + adult_sexual DESC, items DESC, group_id LIMIT ?", [top]).fetchall()
+    if not rows:
+        return None
+    return rate_bars(rows, out / "clusters.png", labels=[f"cluster {r[0]} (n={r[1]}, score {r[8]:.2f})" for r in rows],
+                     xlabel="% of the cluster's items at screen (Wilson 95% interval)",
+                     title="Co-occurrence by embedding cluster (riskiest first)")
+
+
+def neighbourhoods(con, out: Path) -> Path | None:
+    if not con.execute("SELECT count(*) FROM neighbourhood_risk").fetchall()[0][0]:
+        return None
+    bridge = con.execute("SELECT bridge_share FROM (SELECT CAST(json_extract_string(value, '$.bridge_share') AS DOUBLE) "
+                         "AS bridge_share FROM runs WHERE key = 'risk_settings')").fetchone()
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    bins = np.linspace(0, 1, 21)
+    for direction, color, label in (("adult_to_minor", "#c0392b", "adult_sexual items: minor share of neighbours"),
+                                    ("minor_to_adult", "#3c8dbc", "minor items: adult_sexual share of neighbours")):
+        # streamed counts, no per-item Python; r2 is a share in [0, 1], so every value falls in a bin
+        counts = histogram(con, "SELECT r2 FROM neighbourhood_risk WHERE direction = ? AND r2 IS NOT NULL", bins,
+                           params=[direction])
+        if counts.sum():
+            ax.hist(bins[:-1], bins=bins, weights=counts, alpha=0.6, color=color, label=label, log=True)
+    if bridge and bridge[0] is not None:
+        ax.axvline(bridge[0], color="#333", linestyle="--", label=f"bridge threshold {bridge[0]:.2f}")
+    ax.set_xlabel("share of the k nearest neighbours carrying the other concept (R2)")
+    ax.set_ylabel("items (log)")
+    ax.set_title("R2 neighbourhoods")
+    ax.legend(fontsize=8)
+    return _save(fig, out / "neighbourhoods.png")
+
+
+def tradeoff(con, out: Path) -> Path | None:
+    rows = con.execute("""
+        SELECT d.strategy, coalesce(s.items_removed, 0), d.exposure_index, d.r1_items,
+               greatest(d.r3_max_source, d.r3_max_cluster), d.r2_bridges, coalesce(s.recommended, false)
+        FROM dataset_risk_by_strategy AS d LEFT JOIN strategies AS s USING (strategy)
+        ORDER BY coalesce(s.items_removed, 0), d.strategy = 'none' DESC
+    """).fetchall()
+    if not rows:
+        return None
+    x = np.array([r[1] for r in rows], dtype=float)
+    fig, ax = plt.subplots(figsize=(9, 4.6))
+    ax.plot(x, [r[2] for r in rows], "o-", color="#c0392b", label="R4 exposure index")
+    ax.plot(x, [r[4] for r in rows], "s--", color="#3c8dbc", label="max R3 score (source/cluster)")
+    for i, r in enumerate(rows):
+        label = r[0] + (" *" if r[6] else "") + f"\nR1 {r[3]}, bridges {r[5]}"
+        ax.annotate(label, (r[1], r[2]), textcoords="offset points", xytext=(4, 8 + 30 * (i % 3)), fontsize=7,
+                    fontweight="bold" if r[6] else "normal", arrowprops={"arrowstyle": "-", "color": "#999", "lw": 0.5})
+    rec = [r for r in rows if r[6]]
+    if rec:
+        ax.plot([rec[0][1]], [rec[0][2]], marker="*", markersize=14, color="#f0a35e", linestyle="none",
+                label=f"recommended ({rec[0][0]})")
+    ax.set_xlabel("items removed")
+    ax.set_ylabel("residual risk")
+    ax.set_title("Removal strategies: items removed vs residual risk")
+    top = max([r[2] or 0 for r in rows] + [r[4] or 0 for r in rows] + [0.01])
+    ax.set_ylim(0, top * 1.45)
+    ax.set_xlim(-0.03 * max(x.max(), 1), x.max() * 1.25 + 1)
+    ax.legend(loc="upper right", fontsize=8)
+    return _save(fig, out / "tradeoff.png")

@@ -4,17 +4,11 @@ from __future__ import annotations
 import json
 
 
-def build_summary(con, *, top_sources: int = 20, stats: dict | None = None) -> dict:
-    """``stats``: the parts' counts summed (RunStore.run_stats), which give the item and concept counts without a
-    pass over every item; None: they are counted in the catalog."""
+def build_summary(con, *, top_sources: int = 20) -> dict:
+    """The headline figures, counted in the catalog."""
     kv = dict(con.execute("SELECT key, value FROM runs").fetchall())
-    if stats is not None:
-        total, failed = stats["rows"], stats["rows"] - stats["ok"]
-        counts = [(c, *v) for c, v in sorted(stats["concepts"].items()) if v[2] > 0]
-    else:
-        total, failed = con.execute(
-            "SELECT count(*), count(*) FILTER (WHERE status <> 'ok') FROM items").fetchall()[0]
-        counts = _concept_counts(con)
+    total, failed = con.execute("SELECT count(*), count(*) FILTER (WHERE status <> 'ok') FROM items").fetchall()[0]
+    counts = _concept_counts(con)
     concepts = {}
     for concept, screen, confirm, scanned in counts:
         concepts[concept] = {"screen": screen, "confirm": confirm,
@@ -57,7 +51,23 @@ def build_summary(con, *, top_sources: int = 20, stats: dict | None = None) -> d
         "strategies": strategies,
         "sources_at_risk": sources,
         "r4": r4,
+        **coverage_summary(con),
     }
+
+
+def coverage_summary(con) -> dict:
+    """``items_assessed``, ``not_assessed`` (items per reason: failed, no_content, unsupported_media,
+    uncalibrated_modality, language_unsupported) and ``languages`` (queries/language_coverage.sql: per caption
+    language the items, assessed and not assessed, and the tag rates of minor and adult_sexual)."""
+    from analyzer.store.sql import run_query
+
+    reasons = dict(con.execute("SELECT not_assessed, count(*) FROM items WHERE NOT assessed GROUP BY not_assessed "
+                               "ORDER BY count(*) DESC, not_assessed").fetchall())
+    rel = run_query(con, "language_coverage")
+    cols = [d[0] for d in rel.description]
+    languages = [dict(zip(cols, row)) for row in rel.fetchall()]
+    return {"items_assessed": int(sum(r["assessed"] for r in languages)), "not_assessed": reasons,
+            "languages": languages}
 
 
 def _concept_counts(con) -> list[tuple]:

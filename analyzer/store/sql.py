@@ -7,6 +7,7 @@ parameters are exactly the ``$names`` the query uses.
 from __future__ import annotations
 
 import importlib.resources as resources
+import json
 import re
 from pathlib import Path
 
@@ -42,7 +43,7 @@ def query_params(sql: str) -> set[str]:
 def run_query(con, name_or_path: str, params: dict | None = None):
     """Run a query with DuckDB parameters; returns a DuckDB relation (.fetchall(), .pl(), .description)."""
     sql = load_query(name_or_path)
-    _check_read_only(con, sql, name_or_path)
+    check_statement(con, sql, name_or_path)
     params = dict(params or {})
     wanted = query_params(sql)
     extra = set(params) - wanted
@@ -57,19 +58,62 @@ def run_query(con, name_or_path: str, params: dict | None = None):
         raise InputError(f"expected a query that runs on this run's catalog, got an error: {str(exc).splitlines()[0]}") from None
 
 
-def _check_read_only(con, sql: str, where: str) -> None:
-    """One SELECT statement only: a read-only connection still lets COPY ... TO, EXPORT or ATTACH write files
-    (and would let a .sql file write flagged captions out of the catalog, past the redaction)."""
+def check_statement(con, sql: str, where: str) -> None:
+    """A query that is not the analyzer's own may only read the catalog's public tables and views: one SELECT
+    statement (COPY / EXPORT / ATTACH would write or open files), every relation it names a table or view of the
+    catalog or a CTE of the query, named by a plain identifier (no table function such as read_parquet, read_csv,
+    query or glob, and no file name: DuckDB reads ``FROM 'x.parquet'`` as a file), never an internal relation
+    (analyzer/store/catalog.py INTERNAL_RELATIONS). Checked on DuckDB's own parse tree (``json_serialize_sql``), not
+    on the text. docs/architecture.md, "Safety", says what this protects."""
     import duckdb
+
+    from analyzer.store.catalog import INTERNAL_RELATIONS
 
     try:
         statements = con.extract_statements(sql)
     except duckdb.Error as exc:
         raise InputError(f"expected valid SQL in {where}, got a parse error: {str(exc).splitlines()[0][:200]}") from None
-    kinds = [str(getattr(st.type, "name", st.type)) for st in statements]
+    kinds = [st.type.name for st in statements]
     if kinds != ["SELECT"]:
         raise InputError(f"expected one read-only SELECT statement in {where}, got {', '.join(kinds) or 'none'}; "
                          "queries may only read the catalog")
+    tree = json.loads(con.execute("SELECT json_serialize_sql($q)", {"q": sql}).fetchall()[0][0])
+    if tree.get("error"):
+        raise InputError(f"expected a query over the catalog's tables in {where}, got one DuckDB cannot check "
+                         f"({str(tree.get('error_message', ''))[:160]}); rewrite it as a plain SELECT")
+    relations = {r[0].lower() for r in con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'").fetchall()}
+    nodes = list(_nodes(tree))
+    ctes = {str(m.get("key", "")).lower() for n in nodes for m in (n.get("cte_map") or {}).get("map", [])}
+    for node in nodes:
+        if "class" in node or node.get("type") not in TABLE_REFS:
+            continue  # an expression, or a reference that holds others (JOIN, SUBQUERY, VALUES: walked too)
+        kind = node["type"]
+        if kind != "BASE_TABLE":
+            raise InputError(f"expected a query over the catalog's tables and views in {where}, got a "
+                             f"{_REF_WORDS.get(kind, kind.lower())}; queries read the catalog's tables only, never files")
+        name = str(node.get("table_name", ""))
+        allowed = (NAME_RE.fullmatch(name.lower()) and node.get("schema_name", "") in ("", "main")
+                   and (name.lower() in ctes or name.lower() in relations)
+                   and name.lower() not in INTERNAL_RELATIONS)
+        if not allowed:
+            raise InputError(f"expected a query over the catalog's public tables and views in {where}, got "
+                             f"{name!r}; see `analyzer query --help` for the tables (items, scanned, tags, ...)")
+
+
+TABLE_REFS = ("BASE_TABLE", "TABLE_FUNCTION", "SHOW_REF", "COLUMN_DATA", "DELIM_GET", "BOUND_TABLE_REF", "PIVOT")
+_REF_WORDS = {"TABLE_FUNCTION": "table function", "SHOW_REF": "DESCRIBE or SUMMARIZE", "PIVOT": "PIVOT"}
+
+
+def _nodes(x):
+    """Every dict in a json_serialize_sql tree."""
+    if isinstance(x, dict):
+        yield x
+        for v in x.values():
+            yield from _nodes(v)
+    elif isinstance(x, list):
+        for v in x:
+            yield from _nodes(v)
 
 
 def parse_param(text: str) -> tuple[str, object]:
