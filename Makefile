@@ -34,6 +34,7 @@ test-fast: setup
 
 bench: setup
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	@echo "== benchmarks/bench_scan_embeddings.py --no-embeddings"; $(BIN)/python benchmarks/bench_scan_embeddings.py --no-embeddings
 
 notebooks: setup
 	$(BIN)/jupyter lab notebooks/

@@ -42,7 +42,7 @@ def scan(inputs: str | Path | Iterable[str | Path], *, out: str | Path, text_col
 
     ``index_options``: bounds of the R2 neighbour search (analyzer/index/options.py ``INDEX_DEFAULTS``: max_reference,
     max_queries, max_exact_pairs, nprobe, nlist, max_fit_rows, chunk_rows; docs/scaling.md). ``media_options``: video
-    frame sampling and limits, audio windows, the image detector (analyzer/tag/media.py ``media_options``)."""
+    frame sampling and limits, audio windows, the image detector (analyzer/tagging/media.py ``media_options``)."""
     from analyzer.pipeline import run_scan
 
     cfg = ScanConfig(inputs=_paths(inputs), out=str(out),
@@ -72,8 +72,8 @@ def tag(inputs, *, out: str | Path, text_column=None, id_column=None, url_column
 
     from analyzer.pipeline import check_out_outside_inputs, prepare_scan
     from analyzer.progress import progress
-    from analyzer.tag.batch import tag_batch
-    from analyzer.tag.media import media_options as _media_options
+    from analyzer.tagging.batch import tag_batch
+    from analyzer.tagging.media import media_options as _media_options
 
     out = Path(out)
     if out.suffix != ".parquet":
@@ -160,8 +160,8 @@ def evaluate(labels: str | Path, *, text_column: str = "text", encoder: str = DE
         raise InputError(f"expected a labelled CSV file, got {labels!r} which does not exist")
     try:
         df = pl.read_csv(path, infer_schema_length=0)
-    except Exception as exc:
-        raise InputError(f"expected a readable CSV with a header, got {path} ({str(exc).splitlines()[0][:120]})") from None
+    except Exception:  # polars' message quotes the row: content the tool must not display
+        raise _labels_error(path) from None
     if text_column not in df.columns:
         raise InputError(f"expected a text column {text_column!r} in {path}, got {df.columns}; use --text-column")
     bank_ = load_bank(bank)
@@ -178,6 +178,24 @@ def evaluate(labels: str | Path, *, text_column: str = "text", encoder: str = DE
     model = fit_concept_model(bank_, get_encoder(encoder), seed=seed)
     texts = [t or "" for t in df[text_column].to_list()]
     return evaluate_labels(model, texts, labels_, seed=seed, bootstrap=bootstrap)
+
+
+def _labels_error(path: Path) -> InputError:
+    """The error for a labels CSV polars could not read: the line and kind of the first bad record, never its text."""
+    import csv
+
+    from analyzer.ingest.tabular import diagnose_csv
+
+    try:
+        with open(path, encoding="utf-8", newline="") as fh:
+            header = next(csv.reader(fh), [])
+        problem = diagnose_csv(path, ",", len(header)) if header else (None, "an empty file")
+    except (UnicodeDecodeError, csv.Error):
+        problem = (None, "bytes that are not UTF-8 text")
+    where = f" at line {problem[0]}" if problem and problem[0] else ""
+    kind = problem[1] if problem else "a parse error"
+    return InputError(f"expected a readable UTF-8 CSV with a header, got {kind}{where} in {path}; fix that row (check "
+                      "the quoting) or save the file as UTF-8 CSV")
 
 
 def open_run(run: str | Path) -> Run:
@@ -199,23 +217,49 @@ def report(run: str | Path, *, policy: str | None = None) -> Path:
     return store.root / "report.html"
 
 
-def signoff(run: str | Path, *, policy: str | Path | None = None) -> dict:
-    """Evaluate a sign-off policy (YAML; None = the packaged default) on a complete run.
+def signoff(run: str | Path, *, policy: str | Path | None = None, signer: str | None = None,
+            applied: str | Path | None = None) -> dict:
+    """Evaluate a sign-off policy (YAML; None = the packaged default) on a complete run and record it.
 
-    Returns ``{"verdict": "pass"|"fail", "policy", "strategy", "items_removed", "gates": [{gate, passed,
-    figure, limit, detail}, ...]}``; writes RUN/signoff.json, the verdict into summary.json and the report.
+    Returns ``{"verdict": "pass"|"fail"|"inconclusive", "headline", "dataset_state", "policy", "strategy",
+    "items_removed", "gates": [{gate, status, passed, figure, limit, detail}, ...]}`` (docs/risk-model.md).
+    ``applied``: the ``--out`` directory of ``analyzer apply``; its apply_report.json is copied to RUN and the
+    verdict then holds for that cleaned dataset once it is verified by id and sha256. Appends one record to
+    RUN/signoffs.jsonl (``signer`` or the OS user; analyzer/policy/history.py) and writes RUN/signoff.json,
+    summary.json and the report.
     """
-    from analyzer.reporting import write_report
-    from analyzer.policy.gates import load_policy
-    from analyzer.store.rundir import open_store
+    import json
 
+    import yaml
+
+    from analyzer.policy.gates import evaluate_policy, load_policy
+    from analyzer.policy.history import recorded, signer_name, signoff_record
+    from analyzer.policy.state import APPLY_REPORT, read_apply_report
+    from analyzer.reporting import write_report
     from analyzer.store.lock import writer_lock
+    from analyzer.store.rundir import atomic_write, open_store
 
     store = open_store(run)
-    load_policy(policy)  # malformed policy: InputError before anything is written
+    pol = load_policy(policy)  # malformed policy: InputError before anything is written
+    who = signer_name(signer)
+    report = None
+    if applied is not None:
+        report = read_apply_report(Path(applied))
+        if Path(report["run"]).resolve() != store.root.resolve():
+            raise InputError(f"expected the apply report of this run ({store.root}), got one of {report['run']}; "
+                             f"pass the --out directory of `analyzer apply {store.root} ...`")
     with writer_lock(store.root, "signoff"):  # one writer: a second report, signoff or scan exits 2
         store = open_store(run)  # still complete now that this process holds the lock
-        summary = write_report(store, policy=None if policy is None else str(policy))
+        if report is not None:
+            atomic_write(store.root / APPLY_REPORT, json.dumps(report, indent=2), mode=0o644)
+        config = yaml.safe_load((store.root / "config.resolved.yaml").read_text()) or {}
+        con = store.connect(read_only=True)
+        try:
+            res = evaluate_policy(con, store.root, pol, config)
+        finally:
+            con.close()
+        with recorded(store.root, signoff_record(res, signer=who, root=store.root, config=config)):
+            summary = write_report(store, policy=None if policy is None else str(policy))  # shows the history
     return summary["signoff"]
 
 
@@ -224,3 +268,56 @@ def apply(run: str | Path, *, strategy: str, out: str | Path) -> dict:
     from analyzer.recommend.apply import apply_strategy
 
     return apply_strategy(run, strategy=strategy, out=out)
+
+
+def fit_probe(run: Run | str | Path, labels, *, concept: str, folds: int = 5, seed: int = 0) -> dict:
+    """Fit a probe (:class:`analyzer.concepts.ProbeTagger`) for ``concept`` on a run's own embeddings of the labelled
+    items, joined by ``item_id``, and measure it by seeded stratified ``folds``-fold cross-validation.
+
+    ``labels``: ``{item_id: 0 or 1}``, or a table (polars or pandas) with an ``item_id`` column and a 0/1 column
+    named ``concept``. Returns ``{"concept", "item_ids"`` (labelled items with an embedding, in the labels' order),
+    ``"labels", "cv_proba"`` (each item's probability from the fold that did not see it), ``"cv"`` (auroc;
+    precision, recall, f1 at 0.5 with Wilson 95% intervals), ``"missing"`` (labelled ids without an embedding),
+    ``"probe"`` (fitted on every labelled item)``}``. Score other items with
+    ``probe.predict_proba(run.embeddings(ids)[1])[:, 1]``. To make the concept part of a scan, write its labelled
+    captions into a bank: ``analyzer probe fit LABELS.csv --concept ID --out BANK.yaml``."""
+    from collections.abc import Mapping
+
+    import numpy as np
+
+    from analyzer.concepts import ProbeTagger
+    from analyzer.concepts.calibration import auroc, point_metrics
+
+    if isinstance(labels, Mapping):
+        ids, ys = list(labels), list(labels.values())
+    else:
+        try:
+            ids, ys = [str(x) for x in labels["item_id"]], list(labels[concept])
+        except Exception:  # noqa: BLE001 - a missing column: KeyError, or the table library's own error
+            raise InputError(f"expected labels as {{item_id: 0/1}} or a table with columns item_id and {concept!r}, "
+                             f"got {type(labels).__name__} without them") from None
+    if any(v not in (0, 1, True, False) for v in ys):
+        raise InputError(f"expected 0/1 labels for {concept!r}, got {sorted({str(v) for v in ys})[:5]}")
+    wanted = dict(zip(ids, (int(v) for v in ys)))
+    opened = run if isinstance(run, Run) else open_run(run)
+    try:
+        got, X = opened.embeddings(list(wanted))
+    finally:
+        if opened is not run:
+            opened.close()
+    y = np.array([wanted[i] for i in got], dtype=int)
+    pos, neg = int(y.sum()), int(len(y) - y.sum())
+    if folds < 2 or min(pos, neg) < folds:
+        raise InputError(f"expected at least {max(folds, 2)} positive and {max(folds, 2)} negative labelled items "
+                         f"with an embedding, got {pos} and {neg}; label more items (or lower folds)")
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    p = cross_val_predict(ProbeTagger(random_state=seed), X, y, cv=cv, method="predict_proba")[:, 1]
+    m = point_metrics(p, y, 0.5)
+    got_set = set(got)
+    return {"concept": concept, "item_ids": list(got), "labels": y, "cv_proba": p,
+            "cv": {"folds": folds, "n": len(y), "positives": pos, "auroc": auroc(p, y),
+                   **{k: m[k] for k in ("precision", "recall", "f1", "precision_ci", "recall_ci")}, "threshold": 0.5},
+            "missing": [i for i in wanted if i not in got_set],
+            "probe": ProbeTagger(random_state=seed).fit(X, y)}

@@ -49,7 +49,7 @@ class ScanConfig:
     engine: str = "local"
     engine_options: dict = field(default_factory=dict)
     index_options: dict = field(default_factory=dict)  # bounds of the R2 neighbour search (analyzer/index)
-    media_options: dict = field(default_factory=dict)  # video frames, audio windows, image detector (tag/media.py)
+    media_options: dict = field(default_factory=dict)  # video frames, audio windows, image detector (tagging/media.py)
     quiet: bool = False
     overwrite: bool = False
     seed: int = 0

@@ -38,7 +38,7 @@ EMBEDDING_BATCH_SIZE = 131072
 # ... and when the vectors are kept (the default): each batch also holds its float16 unit vectors and writes an
 # embeddings part; at 131,072 rows the 1M-row scan's peak RSS went from 1.98 GB to 2.3-2.6 GB (docs/scaling.md)
 KEPT_EMBEDDING_BATCH_SIZE = 32768
-PARTS_FORMAT = 5  # 5: media_evidence; 4: lang, assessed, not_assessed, redacted; 3: plain flags, binary vectors
+PARTS_FORMAT = 6  # 6: punsafe, pwatermark, c2pa_*; 5: media_evidence; 4: lang, assessed, not_assessed, redacted; 3: plain flags, binary vectors
 
 
 def run_scan(cfg: ScanConfig) -> Path:
@@ -78,7 +78,7 @@ def prepare_scan(cfg: ScanConfig):
     dimension, policy, hash lists. Returns (reader, bank, encoder, concept model, hash matcher or None)."""
     from analyzer.concepts import fit_concept_model, load_bank
     from analyzer.encoders import get_encoder
-    from analyzer.tag.media import media_options
+    from analyzer.tagging.media import media_options
 
     cfg.check()
     media = media_options(cfg.media_options)
@@ -127,7 +127,7 @@ def scan_state(cfg: ScanConfig, reader: Reader, encoder, bank, hashes=None) -> d
              for p in reader.files]
     lists = [] if hashes is None else [[h.name, h.kind, h.file_sha256] for h in hashes.lists]
     policy = None if cfg.policy is None else hashlib.sha256(Path(cfg.policy).read_bytes()).hexdigest()
-    from analyzer.tag.media import media_options
+    from analyzer.tagging.media import media_options
 
     key = {"files": files, "columns": cfg.columns.as_dict(), "encoder": [encoder.name, encoder.fingerprint],
            "media": media_options(cfg.media_options).as_dict(),
@@ -203,7 +203,7 @@ def _load_hash_matches(con, store: RunStore) -> None:
 def _write_config(cfg, store, encoder, bank, model, inputs, resumed, timings) -> None:
     import yaml
 
-    from analyzer.tag.media import media_options
+    from analyzer.tagging.media import media_options
 
     config = {
         "analyzer_version": __version__,

@@ -3,7 +3,7 @@
 Every query path here (``query``, ``table``, the connection ``con``) checks each statement on DuckDB's parse tree
 (analyzer/store/sql.py ``check_statement``): one SELECT over the catalog's public tables and views, no table
 function, no file. In those tables the captions and URLs of flagged and never-scored items were never stored
-(analyzer/tag/batch.py ``redact``; docs/architecture.md, "Safety").
+(analyzer/tagging/batch.py ``redact``; docs/architecture.md, "Safety").
 """
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ import pyarrow as pa
 from analyzer.errors import InputError
 
 # float32 squared norms inside this range are exact enough; outside it (tiny, huge, zero, NaN) norms are taken in
-# float64. The compiled scoring kernel (analyzer/tag/kernel.py) uses the same range.
+# float64. The compiled scoring kernel (analyzer/tagging/kernel.py) uses the same range.
 NORM_SAFE = (1e-30, 1e30)
 
 

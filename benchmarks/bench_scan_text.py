@@ -9,7 +9,7 @@ neutral generated captions (objects and places) when neither is present. Figures
 
 - ``encoder_rows_per_s``: ``encoder.encode_text`` alone, in batches of ``--batch-size`` (after a warm-up);
 - ``tag_rows_per_s``: the parts stage's per-batch work in this process: ``standardize`` +
-  :func:`analyzer.tag.batch.tag_batch` (encode, language identification, keyword features, fusion, calibrated
+  :func:`analyzer.tagging.batch.tag_batch` (encode, language identification, keyword features, fusion, calibrated
   scores, coverage columns, the items and embeddings parts), no Parquet I/O. Encoder and tag passes alternate for
   ``--rounds`` rounds on a machine others share; the medians and ``tag_vs_encoder`` (target >= 0.9: the scan's own
   work at most 10% of the encoder's) are reported, with each round's figures;
@@ -90,7 +90,7 @@ def main(argv=None) -> dict:
     from analyzer.concepts.language import detect_languages
     from analyzer.encoders import DEFAULT_ENCODER, get_encoder
     from analyzer.ingest.standardize import standardize
-    from analyzer.tag.batch import tag_batch
+    from analyzer.tagging.batch import tag_batch
 
     args.encoder = args.encoder or DEFAULT_ENCODER
     caps, origin = load_captions(args.rows, args.captions)
@@ -131,6 +131,7 @@ def main(argv=None) -> dict:
         res["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
         print(json.dumps(res))
         return res
+    print(json.dumps(res), file=sys.stderr, flush=True)  # the in-process figures, kept if the CLI scan fails
 
     with tempfile.TemporaryDirectory(prefix="bench_scan_text_") as d:
         data = Path(d) / "captions.parquet"
@@ -139,9 +140,9 @@ def main(argv=None) -> dict:
         cmd = [str(Path(sys.executable).parent / "analyzer"), "scan", str(data), "--out", str(run), "--encoder",
                args.encoder, "--batch-size", str(args.batch_size), "-q"]
         t_wall = time.time()
-        wall, rc, rss_mb, tail = run_scan(cmd, dict(os.environ, HF_HUB_OFFLINE="1"))
+        wall, rc, rss_mb, cpu_s, tail = run_scan(cmd, dict(os.environ, HF_HUB_OFFLINE="1"))
         res["scan"] = {"exit_code": rc, "wall_s": round(wall, 2), "rows_per_s": round(n / wall), "peak_rss_mb": rss_mb,
-                       "stages": stage_times(run, t_wall)}
+                       "cpu_s": round(cpu_s, 1), "stages": stage_times(run, t_wall)}
         if rc != 0:
             res["scan"]["error_tail"] = tail
     res["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]

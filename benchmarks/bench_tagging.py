@@ -8,13 +8,13 @@ and every chunk is timed four ways, interleaved, so that the load of a shared ma
 
 - ``matmul_f32``: the roofline, a plain float32 numpy matmul of the same shapes as the embedding path's product:
   ``E (rows x dim, float32, prepared outside the timing) @ W (dim x concepts)``;
-- ``tag_float16``: what the scan does with a float16 vector (:func:`analyzer.tag.scoring.score_embeddings`): widen
+- ``tag_float16``: what the scan does with a float16 vector (:func:`analyzer.tagging.scoring.score_embeddings`): widen
   to float32 block by block in cache, one compiled pass for the squared norms and the products with the concept
   weights, ``sigmoid(x @ W / |x| + b)``, and the screen/confirm decisions of every concept. The compiled kernel is
   loaded before the timing (``kernel_warmup_s``: a once-per-process cost, which a scan pays in a background thread
   while it starts);
 - ``tag_batch``: the whole per-batch work of the parts stage except Parquet I/O: ``standardize`` of a raw Arrow
-  batch (id, URL, float16 vector) and :func:`analyzer.tag.batch.tag_batch` with the float16 embeddings part;
+  batch (id, URL, float16 vector) and :func:`analyzer.tagging.batch.tag_batch` with the float16 embeddings part;
 - ``pandas_sklearn`` (on the first ``--pandas-rows`` rows): a notebook's approach, a pandas DataFrame with one
   numpy vector per row, ``np.stack`` -> float32 -> ``sklearn.metrics.pairwise.cosine_similarity`` against the
   bank's positive prompt embeddings -> max per concept -> threshold.
@@ -65,14 +65,14 @@ def run(rows: int, dim: int, chunk: int, pandas_rows: int, model, encoder, P, ow
     import pyarrow as pa
 
     from analyzer.ingest.standardize import standardize
-    from analyzer.tag.batch import tag_batch
-    from analyzer.tag.scoring import score_embeddings
+    from analyzer.tagging.batch import tag_batch
+    from analyzer.tagging.scoring import score_embeddings
 
     W = np.ascontiguousarray(model.W_emb_, dtype=np.float32)
     concepts = model.concept_ids
     thresholds = {c: (model.operating_points[c]["screen"]["threshold"], model.operating_points[c]["confirm"]["threshold"])
                   for c in concepts}
-    from analyzer.tag.kernel import warm
+    from analyzer.tagging.kernel import warm
 
     warmup_s = warm()  # once per process (numba's cache load): reported apart from the per-row rates
     rng = np.random.default_rng(seed)

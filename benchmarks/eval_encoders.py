@@ -15,13 +15,12 @@ For each encoder:
   pools do not slow another's), on real web alt-text (../shared/external LAION-style parquet, skipped when absent)
   and on the short project captions. The machine's load average is printed with each figure: on a shared 2-core
   machine it moves the figures by 2-5x, so compare encoders measured in the same run only.
-Captions are never printed. Embeddings are cached under $ANALYZER_CACHE_DIR/bench-emb (or ~/.cache/...).
+Captions are never printed. Embeddings go through the concept-model text-embedding cache (FitCache) of\n$ANALYZER_CACHE_DIR when it is set (nothing is written without it).
 """
 from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import os
 import subprocess
@@ -54,18 +53,17 @@ def training_rows() -> list[dict]:
 
 
 def cached_encode(name: str, texts: list[str]) -> np.ndarray:
+    """Text embeddings through the project's text-embedding cache (analyzer.concepts.FitCache on
+    ``analyzer.config.cache_dir()``), the one concept-model fits use: captions a fit already encoded are not encoded
+    again. A concatenation (``a+b``) is built from its parts' rows, scaled to unit length as ConcatEncoder does."""
+    from analyzer.concepts import FitCache
+    from analyzer.config import cache_dir
     from analyzer.encoders import get_encoder
+    from analyzer.encoders.base import l2_normalize
 
-    enc = get_encoder(name)
-    h = hashlib.sha256((enc.name + enc.fingerprint + "\x00".join(texts)).encode()).hexdigest()[:24]
-    base = os.environ.get("ANALYZER_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "dataset-risk-analyzer")
-    p = Path(base) / "bench-emb" / f"probe-{h}.npy"
-    if p.is_file():
-        return np.load(p, allow_pickle=False)
-    E = np.asarray(enc.encode_text(texts), dtype=np.float32)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    np.save(p, E, allow_pickle=False)
-    return E
+    if "+" in name:
+        return l2_normalize(np.hstack([cached_encode(part, texts) for part in name.split("+")]))
+    return FitCache(cache_dir()).encode(get_encoder(name), texts)
 
 
 def auroc_ci(s, y, rng, B):

@@ -1,7 +1,7 @@
 """Measure the concept taggers; prints one JSON document.
 
     .venv/bin/python benchmarks/eval_taggers.py [--encoder e5-small+use-m3] [--seed 0] [--skip-external]
-        [--flickr-limit N] [--laion-limit N] [--speed-rows N] [--bootstrap 1000] [--out FILE]
+        [--cc3m-limit N] [--flickr-limit N] [--laion-limit N] [--speed-rows N] [--bootstrap 1000] [--out FILE]
 
 Figures:
 - cv: cross-validated figures per concept and per language on the project's own training captions
@@ -22,8 +22,10 @@ Figures:
   embedding path, i.e. the same captions' vectors scored without text).
 - speed: embedding-path tagging of float16 512-d vectors against a float32 numpy matmul of the same shapes.
 Flagged captions are never printed: only counts and rates.
-Embeddings of the external caption files are cached under CACHE_DIR/bench-emb when a cache directory is set
-(ANALYZER_CACHE_DIR); without one they are encoded on every run.
+Embeddings of the held-out, dev and external captions are cached under CACHE_DIR/bench-emb in chunks of 1,024
+captions when a cache directory is set (ANALYZER_CACHE_DIR; an interrupted run keeps its finished chunks); without
+one they are encoded on every run. With the default encoder the full external files take 30-60 minutes to encode on
+the 2-core dev machine: ``--cc3m-limit``/``--flickr-limit`` take seeded samples, ``--laion-limit`` the first N.
 """
 from __future__ import annotations
 
@@ -44,8 +46,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared"
 
-from analyzer.concepts import (ConceptModel, KeywordTagger, evaluate_by_language, evaluate_labels,  # noqa: E402
-                               fit_concept_model, load_bank)
+from analyzer.concepts import (ConceptModel, KeywordTagger, evaluate_labels, fit_concept_model,  # noqa: E402
+                               load_bank)
+from analyzer.concepts.evaluate import evaluate_scores  # noqa: E402
 from analyzer.concepts.bias import run_bias_audit  # noqa: E402
 from analyzer.concepts.calibration import auroc  # noqa: E402
 from analyzer.encoders import DEFAULT_ENCODER, get_encoder  # noqa: E402
@@ -56,21 +59,28 @@ FLICKR_CHILD_WORDS = re.compile(r"\b(child|children|kid|kids|boy|boys|girl|girls
                                 r"schoolgirl|schoolgirls|schoolchildren)\b", re.IGNORECASE)
 
 
-def cached_encode(encoder, texts: list[str], tag: str) -> np.ndarray:
+def cached_encode(encoder, texts: list[str], tag: str, chunk: int = 1024) -> np.ndarray:
+    """Text embeddings, cached under CACHE_DIR/bench-emb in chunks of ``chunk`` captions (an interrupted run keeps
+    the chunks it finished); encoded on every run without a cache directory."""
     from analyzer.config import cache_dir
 
     base = cache_dir()
     if base is None:
         return encoder.encode_text(texts).astype(np.float32)
-    h = hashlib.sha256((encoder.name + encoder.fingerprint + "\x00".join(texts)).encode()).hexdigest()[:24]
     d = base / "bench-emb"
-    p = d / f"{tag}-{h}.npy"
-    if p.is_file():
-        return np.load(p, allow_pickle=False)
-    E = encoder.encode_text(texts).astype(np.float32)
-    d.mkdir(parents=True, exist_ok=True)
-    np.save(p, E, allow_pickle=False)
-    return E
+    parts = []
+    for i in range(0, len(texts), chunk):
+        part = texts[i:i + chunk]
+        h = hashlib.sha256((encoder.name + encoder.fingerprint + "\x00".join(part)).encode()).hexdigest()[:24]
+        p = d / f"{tag}-{h}.npy"
+        if p.is_file():
+            parts.append(np.load(p, allow_pickle=False))
+            continue
+        E = encoder.encode_text(part).astype(np.float32)
+        d.mkdir(parents=True, exist_ok=True)
+        np.save(p, E, allow_pickle=False)
+        parts.append(E)
+    return np.concatenate(parts) if parts else np.zeros((0, encoder.dim), np.float32)
 
 
 def prf(pred: np.ndarray, y: np.ndarray) -> dict:
@@ -82,17 +92,21 @@ def prf(pred: np.ndarray, y: np.ndarray) -> dict:
     return {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0, "tp": tp, "fp": fp, "fn": fn}
 
 
-def baselines(bank, encoder, texts, labels) -> dict:
+def baselines(bank, encoder, texts, labels, E: np.ndarray) -> dict:
+    """Keyword lists alone, and prompt similarity in ``encoder``'s space (``E``: the texts' embeddings)."""
+    from analyzer.concepts import FitCache
+    from analyzer.config import cache_dir
+
     kw = KeywordTagger(bank).compile()
     f = kw.transform(texts)
-    E = encoder.encode_text(texts)
+    cache = FitCache(cache_dir())  # the prompts are training texts: a fit with a cache directory encoded them
     out = {}
     for c, y in labels.items():
         j = kw.concept_ids_.index(c)
         s = f[:, j, 0] + 0.5 * f[:, j, 1]
         con = bank.get(c)
-        P = encoder.encode_text(list(con.positive_prompts))
-        N = encoder.encode_text(list(con.negative_prompts))
+        P = cache.encode(encoder, list(con.positive_prompts))
+        N = cache.encode(encoder, list(con.negative_prompts))
         sim = (E @ P.T).max(1) - (E @ N.T).max(1)
         out[c] = {"keywords": {"auroc": auroc(s, y), **prf(f[:, j, 0] > 0, y)},
                   "prompt_similarity": {"auroc": auroc(sim, y), **prf(sim > 0, y)}}
@@ -215,6 +229,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--skip-external", action="store_true", help="skip CC3M, Flickr8k and LAION-style files")
+    ap.add_argument("--cc3m-limit", type=int, default=None, help="sample this many CC3M captions (seeded)")
     ap.add_argument("--flickr-limit", type=int, default=None, help="sample this many Flickr8k captions (seeded)")
     ap.add_argument("--laion-limit", type=int, default=None, help="the first N LAION-style alt-texts (0: skip)")
     ap.add_argument("--speed-rows", type=int, default=500_000, help="rows for the speed figure (0: skip)")
@@ -239,18 +254,22 @@ def main(argv=None) -> int:
     dev = read_dev()
     if dev is not None:
         texts, labels, langs = dev
+        E = cached_encode(encoder, texts, "dev")  # encoded once: fused, per language, baselines, embedding-only
+        scores = model.score(texts, E)
+        lang_arr = np.array(langs, dtype=object)
         res["dev"] = {"n": len(texts), "fused": evaluate_labels(model, texts, labels, seed=a.seed,
-                                                                bootstrap=a.bootstrap),
-                      "by_language": evaluate_by_language(model, texts, labels, langs, seed=a.seed,
-                                                          bootstrap=a.bootstrap),
-                      "baselines": baselines(bank, encoder, texts, labels)}
-        E = encoder.encode_text(texts)
+                                                                bootstrap=a.bootstrap, embeddings=E),
+                      "by_language": {L: evaluate_scores(model, {c: v[lang_arr == L] for c, v in scores.items()},
+                                                         {c: y[lang_arr == L] for c, y in labels.items()},
+                                                         seed=a.seed, bootstrap=a.bootstrap)
+                                      for L in sorted(set(langs))},
+                      "baselines": baselines(bank, encoder, texts, labels, E)}
         emb = model.score(None, E)
         res["dev"]["embedding_only"] = {c: {"auroc": auroc(emb[c], y), **{
             pt: prf(emb[c] >= model.operating_points[c][pt]["threshold"], y) for pt in ("screen", "confirm")}}
             for c, y in labels.items()}
     if not a.skip_external:
-        cc = read_tsv("cc3m_validation_captions.tsv", 0)
+        cc = read_tsv("cc3m_validation_captions.tsv", 0, a.cc3m_limit)
         if cc is not None:
             s = model.score(cc, cached_encode(encoder, cc, "cc3m"))
             r = rates(model, s)

@@ -1,10 +1,14 @@
 -- R3 per group: source domain, shard (input file) and embedding cluster. Counts, rates with Wilson 95%
--- intervals, co-presence, lift of co-presence over the dataset with a 95% interval (log-ratio / delta
--- method, docs/risk-model.md), the R3 score, and the rank within each group kind (riskiest first).
+-- intervals, co-presence, the group's share of the dataset's co-occurring items with a Wilson 95% interval,
+-- the R3 score, and the rank within each group kind (docs/risk-model.md).
+-- A co-occurring item carries both concepts at $point (the R1 rule without hash matches); cooccurrence_share
+-- = the group's co-occurring items / all co-occurring items of its kind (null when the kind holds none).
+-- rank: co-occurring items first (a group holding them ranks above every group holding none), then the score
+-- (side-by-side mixing of separate minor and adult_sexual items), co-presence and size.
 -- The items removed by $strategy are left out first ('none' keeps everything), so the same query gives
 -- the residual R3 after a removal strategy: the counts of the scanned dataset (table group_counts,
 -- queries/group_counts.sql) minus those of the removed items, so only the removed items are read.
--- Groups with fewer than $min_items items are not ranked.
+-- Groups with fewer than $min_items items are not ranked (their co-occurring items still count in the totals).
 -- Parameters: $strategy (a strategy name or 'none'), $point ('screen' or 'confirm'), $min_items.
 WITH removed AS (
     SELECT DISTINCT item_id FROM recommendations WHERE strategy = $strategy
@@ -48,17 +52,17 @@ kept_counts AS (
     FROM group_counts AS b
     LEFT JOIN removed_counts AS r ON r.group_kind = b.group_kind AND r.group_id IS NOT DISTINCT FROM b.group_id
 ),
-totals AS (
-    SELECT CAST(coalesce(sum(items), 0) AS BIGINT) AS n_all,
-           CAST(coalesce(sum(minor), 0) AS BIGINT) AS m_all,
-           CAST(coalesce(sum(adult_sexual), 0) AS BIGINT) AS a_all
+kind_totals AS (
+    -- the co-occurring items of each kind, over every group (ranked or not)
+    SELECT group_kind, CAST(sum(both_concepts) AS BIGINT) AS kind_both
     FROM kept_counts
-    WHERE group_kind = 'source'
+    GROUP BY group_kind
 ),
 per_group AS (
-    SELECT group_kind, group_id, items, minor, adult_sexual, both_concepts
-    FROM kept_counts
-    WHERE items > 0 AND items >= $min_items
+    SELECT k.group_kind, k.group_id, k.items, k.minor, k.adult_sexual, k.both_concepts, t.kind_both
+    FROM kept_counts AS k
+    JOIN kind_totals AS t USING (group_kind)
+    WHERE k.items > 0 AND k.items >= $min_items
 ),
 rated AS (
     SELECT p.*,
@@ -69,37 +73,24 @@ rated AS (
            wilson_lo(p.adult_sexual, p.items) AS adult_sexual_rate_lo,
            wilson_hi(p.adult_sexual, p.items) AS adult_sexual_rate_hi,
            p.both_concepts / p.items AS both_rate,
-           p.minor > 0 AND p.adult_sexual > 0 AS co_present,
-           t.n_all, t.m_all, t.a_all
+           p.minor > 0 AND p.adult_sexual > 0 AS co_present
     FROM per_group AS p
-    CROSS JOIN totals AS t
-),
-lifted AS (
-    SELECT *,
-           CASE WHEN m_all = 0 OR a_all = 0 THEN NULL
-                ELSE minor_rate * adult_sexual_rate / ((m_all / n_all) * (a_all / n_all)) END AS lift,
-           -- log lift with 0.5 added to zero counts (Haldane), and its standard error (delta method)
-           CASE WHEN m_all = 0 OR a_all = 0 THEN NULL
-                ELSE ln(greatest(minor, 0.5) / items) + ln(greatest(adult_sexual, 0.5) / items)
-                     - ln(m_all / n_all) - ln(a_all / n_all) END AS log_lift_cc,
-           CASE WHEN m_all = 0 OR a_all = 0 THEN NULL
-                ELSE sqrt((1 - minor_rate) / greatest(minor, 0.5) + (1 - adult_sexual_rate) / greatest(adult_sexual, 0.5)
-                          + (1 - m_all / n_all) / m_all + (1 - a_all / n_all) / a_all) END AS log_lift_se
-    FROM rated
 ),
 scored AS (
     SELECT group_kind, group_id, items, minor, adult_sexual, both_concepts,
            minor_rate, minor_rate_lo, minor_rate_hi,
            adult_sexual_rate, adult_sexual_rate_lo, adult_sexual_rate_hi,
            both_rate, co_present,
-           lift,
-           CASE WHEN NOT co_present THEN 0.0 ELSE exp(log_lift_cc - 1.96 * log_lift_se) END AS lift_lo,
-           exp(log_lift_cc + 1.96 * log_lift_se) AS lift_hi,
+           CASE WHEN kind_both > 0 THEN both_concepts / kind_both END AS cooccurrence_share,
+           CASE WHEN kind_both = 0 THEN NULL WHEN both_concepts = 0 THEN 0.0
+                ELSE wilson_lo(both_concepts, kind_both) END AS cooccurrence_share_lo,
+           wilson_hi(both_concepts, kind_both) AS cooccurrence_share_hi,
            CASE WHEN co_present THEN sqrt(greatest(minor_rate_lo, 0) * greatest(adult_sexual_rate_lo, 0))
                 ELSE 0.0 END AS score
-    FROM lifted
+    FROM rated
 )
 SELECT *,
-       row_number() OVER (PARTITION BY group_kind ORDER BY score DESC, co_present DESC, items DESC, group_id) AS rank
+       row_number() OVER (PARTITION BY group_kind
+                          ORDER BY both_concepts DESC, score DESC, co_present DESC, items DESC, group_id) AS rank
 FROM scored
 ORDER BY group_kind, rank

@@ -13,7 +13,7 @@ import pyarrow as pa
 import yaml
 
 from analyzer.store.rundir import RunStore
-from analyzer.tag.batch import redact
+from analyzer.tagging.batch import redact
 
 CONCEPTS = ["minor", "adult_sexual"]
 OPS = {c: {"screen": {"threshold": 0.3, "precision": 0.9, "recall": 0.99, "f1": 0.94},
@@ -34,7 +34,7 @@ def items_part(rows, start):
            "error": pa.array([None if r["status"] == "ok" else "bad" for r in rows], pa.string()),
            "modality": ["text"] * n, "lang": pa.nulls(n, pa.string()),
            "assessed": [r["status"] == "ok" for r in rows],
-           "not_assessed": [None if r["status"] == "ok" else "failed" for r in rows],
+           "not_assessed": pa.array([None if r["status"] == "ok" else "failed" for r in rows], pa.string()),
            "media_evidence": pa.nulls(n, pa.string())}
     for c in CONCEPTS:
         s = [r[c] if r["status"] == "ok" else None for r in rows]

@@ -1,4 +1,4 @@
-"""The coverage part of the concept model's scoring surface (analyzer/tag/batch.py), for test models that score
+"""The coverage part of the concept model's scoring surface (analyzer/tagging/batch.py), for test models that score
 with fixed weights: every modality calibrated, every caption English and supported."""
 from __future__ import annotations
 

@@ -279,3 +279,45 @@ def test_a_killed_apply_leaves_files_the_next_one_removes(csv_run, tmp_path, cap
     assert sorted(p.name for p in out.iterdir()) == [".lock", "apply_report.json", "data.csv"]
     (out / "notes.txt").write_text("someone else's file")
     assert main(["apply", str(base / "run"), "--strategy", "r1_only", "--out", str(out / "..")]) == 2  # not empty
+
+
+@pytest.mark.parametrize("first", ["kept", "removed"])
+def test_apply_keeps_a_jsonl_byte_order_mark_and_bytes(tmp_path, first):
+    """A JSONL file that starts with a UTF-8 byte-order mark scans (the mark is not part of the first line's JSON)
+    and applies: the output starts with the mark, also when the first line is removed, and every kept line is the
+    input's bytes (Latin-1 bytes, a line that is no object, CRLF)."""
+    src = tmp_path / "data.jsonl"
+    lines = [json.dumps({"id": f"j{i:02d}", "caption": (ADULT if i % 4 == 0 else CLEAN)[i % 3],
+                         "url": f"https://img.example/{i}.jpg"}).encode() for i in range(12)]
+    lines[0] = json.dumps({"id": "j00", "caption": ADULT[0] if first == "removed" else CLEAN[1], "url": None}).encode()
+    lines[5] = b'{"id": "j05", "caption": "caf\xe9 au lait in a white cup", "url": null}'
+    lines[7] = b'"a line that is no object"'
+    src.write_bytes(b"\xef\xbb\xbf" + b"\r\n".join(lines) + b"\r\n")
+    scan(src, tmp_path / "run").close()
+    rep = analyzer.apply(tmp_path / "run", strategy="all_adult_sexual", out=tmp_path / "out")
+    assert rep["reconciled"] and all(rep["checks"].values()) and rep["removed_rows"] > 0, rep["checks"]
+    out = (tmp_path / "out" / "data.jsonl").read_bytes()
+    assert out.startswith(b"\xef\xbb\xbf")
+    kept = [ln for ln in out[3:].split(b"\r\n") if ln]
+    assert kept == [ln for ln in lines if ln in kept] and len(kept) == rep["kept_rows"]
+    assert (lines[0] in kept) == (first == "kept") and lines[5] in kept and lines[7] in kept
+
+
+def test_a_published_file_that_changed_is_withdrawn(csv_run, tmp_path, monkeypatch, capsys):
+    """apply checks the file it renamed into place: bytes that differ from the file it read back (another process
+    wrote there between the rename and the check) withdraw every published file, and no report says it passed."""
+    base, _, _ = csv_run
+    out = tmp_path / "out"
+    real = os.replace
+
+    def replace_then_tamper(src, dst, *a, **k):
+        real(src, dst, *a, **k)
+        if os.fspath(dst) == os.fspath(out / "data.csv"):
+            with open(dst, "ab") as fh:
+                fh.write(b"x999,an extra row,https://img.example/x.jpg,0\r\n")
+
+    monkeypatch.setattr(os, "replace", replace_then_tamper)
+    assert main(["apply", str(base / "run"), "--strategy", "all_adult_sexual", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "other bytes" in err and len(err.strip().splitlines()) == 1, err
+    assert [p.name for p in out.iterdir()] == [".lock"]

@@ -18,7 +18,7 @@ LAYERS = [
     ["analyzer.ingest"],
     ["analyzer.encoders", "analyzer.hashes"],
     ["analyzer.concepts"],
-    ["analyzer.tag"],
+    ["analyzer.tagging"],
     ["analyzer.store"],
     ["analyzer.engines"],
     ["analyzer.index"],
@@ -26,8 +26,8 @@ LAYERS = [
     ["analyzer.escalation", "analyzer.recommend"],
     ["analyzer.policy"],
     ["analyzer.reporting"],
-    ["analyzer.pipeline", "analyzer.run"],
-    ["analyzer.api"],
+    ["analyzer.pipeline", "analyzer.run", "analyzer.stress"],
+    ["analyzer.api", "analyzer.notebook"],
     ["analyzer.cli"],
 ]
 MAX_LINES = 400

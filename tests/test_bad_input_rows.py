@@ -373,7 +373,7 @@ def test_param_values_are_bound_never_spliced(run_dir, capsys):
     (["both_concepts", "--param", "point; DROP TABLE items=1"], "parameter name"),
     (["both_concepts", "--param", "point=screen", "--param", "extra=1"], "unknown"),
     (["both_concepts", "--param", "no-equals-sign"], "key=value"),
-    (["both_concepts"], "value for"),
+    (["group_items"], "value for"),  # source has no default (point has: screen)
     (["../../../etc/passwd"], "query name"),
     (["prevalence; DROP TABLE items"], "query name"),
 ])

@@ -20,21 +20,25 @@ def _run(argv, capsys):
     return code, out.out, out.err
 
 
-def test_demo_run_finds_r1_and_ranks_the_mixed_source_first(demo_run):
+def test_demo_run_finds_r1_and_ranks_the_co_occurring_source_first(demo_run):
     s = demo_run.summary
     assert s["items_total"] == 3018 and s["items_failed"] == 0
     assert s["r1_items"] >= 8
     r1_ids = set(demo_run.query("both_concepts", point="screen")["item_id"].to_list())
     synth = {r["key"] for r in pq.read_table(SAMPLES / "laion_sample.parquet").to_pylist() if r["synthetic"]}
     assert synth <= r1_ids, "every synthetic dual-concept vector must be R1"
-    assert s["sources_at_risk"][0]["source"] == "mixedhost.example"
+    # R3 ranks the source holding the co-occurring (R1) items first, then the one mixing separate minor and
+    # adult_sexual items (docs/risk-model.md)
+    assert [x["source"] for x in s["sources_at_risk"][:2]] == ["synthetic-uploads.example", "mixedhost.example"]
     for key in ("items_total", "items_failed", "concepts", "r1_items", "recommended_removals", "sources_at_risk"):
         assert key in s
     assert {"screen", "confirm"} <= set(s["concepts"]["minor"])
     first = s["sources_at_risk"][0]
     assert {"source", "items", "minor", "adult_sexual", "score"} <= set(first)
-    scores = [x["score"] for x in s["sources_at_risk"]]
-    assert scores == sorted(scores, reverse=True)
+    ranks = [x["rank"] for x in s["sources_at_risk"]]
+    assert ranks == sorted(ranks)
+    both = [x["both_concepts"] for x in s["sources_at_risk"]]
+    assert both == sorted(both, reverse=True)  # a source holding co-occurring items is above every one holding none
 
 
 def test_run_directory_contents(demo_run):
@@ -103,11 +107,13 @@ def test_query_command_formats(demo_run, capsys):
                            "--param", "min_items=10", "--format", "json"], capsys)
     assert code == 0, err
     rows = json.loads(out)
-    assert rows[0]["source"] == "mixedhost.example"
+    assert rows[0]["source"] == "synthetic-uploads.example"  # holds the co-occurring items
     code, out, err = _run(["query", str(demo_run.path), "prevalence", "--format", "csv"], capsys)
     assert code == 0 and out.splitlines()[0].startswith("concept,scanned,screen_items")
-    code, out, err = _run(["query", str(demo_run.path), "both_concepts"], capsys)
-    assert code == 2 and "point" in err and len(err.strip().splitlines()) == 1
+    code, out, err = _run(["query", str(demo_run.path), "both_concepts"], capsys)  # point: its default, screen
+    assert code == 0 and out.splitlines()[0].split()[:2] == ["item_id", "source"], err
+    code, out, err = _run(["query", str(demo_run.path), "group_items"], capsys)  # source has no default
+    assert code == 2 and "source" in err and len(err.strip().splitlines()) == 1
 
 
 def test_report_command_rerenders(demo_run, tmp_path, capsys):

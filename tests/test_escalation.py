@@ -13,7 +13,7 @@ import pytest
 from analyzer.errors import InputError
 from analyzer.escalation import QUARANTINE_COLUMNS, HitExpander, expand_from_hits, write_escalation_package
 from analyzer.hashes.urls import url_digest
-from analyzer.tag.batch import redact
+from analyzer.tagging.batch import redact
 
 DIM = 32
 

@@ -16,7 +16,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCANNED = [ROOT / "data-samples", ROOT / "tests", ROOT / "notebooks", ROOT / "analyzer" / "concepts" / "data",
-           ROOT / "analyzer" / "concepts" / "banks", ROOT / "benchmarks" / "data"]
+           ROOT / "analyzer" / "concepts" / "banks", ROOT / "benchmarks" / "data",
+           ROOT / "analyzer" / "stress" / "prompts"]  # the packaged stress prompt suites
 
 # Minor terms (en, de, fr, es, it, pt, nl). One list per line on purpose: this file is scanned too.
 MINOR_TERMS = r"child|children|childs?|kids?|kiddies|boys?|girls?|bab(?:y|ies)|toddlers?|teens?|teenagers?|infants?|newborns?|schoolgirls?|schoolboys?|preschoolers?|underage|kindergarten|juveniles?|youngsters?|pupils?|preteens?|tweens?|lolita|kinder|kind|mädchen|maedchen|junge|jungen|enfants?|fillettes?|garçons?|bébés?|niños?|niñas?|ninos?|ninas?|bebés?|bambin[oaie]|ragazzin[oaie]|crianças?|criancas?|menin[oa]s?|meisjes?|jongens?|kinderen"

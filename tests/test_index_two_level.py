@@ -67,13 +67,13 @@ def test_the_stage_assignment_of_float16_rows_equals_predict():
 
 
 def test_fine_clusters_are_shared_out_equally_within_each_coarse_clusters_rows():
-    from analyzer.index.kmeans import _allocate
+    from analyzer.index.kmeans import allocate_fine_clusters
 
-    assert list(_allocate(10, np.array([100, 100, 100]))) == [4, 3, 3]  # the remainder to the largest (first)
+    assert list(allocate_fine_clusters(10, np.array([100, 100, 100]))) == [4, 3, 3]  # the remainder to the largest (first)
     # no more than a cluster's rows (2 for the third); what it cannot take goes to the others, largest first
-    assert list(_allocate(10, np.array([5, 300, 2]))) == [3, 5, 2]
-    assert list(_allocate(12, np.array([1, 300, 2, 0]))) == [1, 8, 2, 1]  # an empty cluster keeps one centroid
-    assert _allocate(5, np.array([1, 1])).sum() == 2  # fewer rows than clusters: one per row
+    assert list(allocate_fine_clusters(10, np.array([5, 300, 2]))) == [3, 5, 2]
+    assert list(allocate_fine_clusters(12, np.array([1, 300, 2, 0]))) == [1, 8, 2, 1]  # an empty cluster keeps one centroid
+    assert allocate_fine_clusters(5, np.array([1, 1])).sum() == 2  # fewer rows than clusters: one per row
 
 
 def test_make_kmeans_uses_one_level_up_to_64_clusters():

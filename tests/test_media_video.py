@@ -15,8 +15,8 @@ from PIL import Image
 
 from analyzer.ingest.images import RowBuilder
 from analyzer.ingest.video import MediaError, VideoLimits, choose_times, hash_frames, sample_frames
-from analyzer.tag.batch import tag_batch
-from analyzer.tag.media import MediaOptions
+from analyzer.tagging.batch import tag_batch
+from analyzer.tagging.media import MediaOptions
 from media_fixtures import BACKGROUND, colour_video, tone
 from media_stubs import COLOUR_A, COLOUR_AB, COLOUR_B, ColourEncoder, PrototypeModel
 

@@ -86,7 +86,7 @@ def minilm_model():
 @given(caps=st.lists(st.one_of(st.none(), st.text(max_size=200), st.sampled_from(["", "   ", "\n\t", "\u3000"])),
                      min_size=1, max_size=6))
 def test_any_caption_is_tagged_or_is_an_error_row(minilm_model, caps):
-    from analyzer.tag.batch import tag_batch
+    from analyzer.tagging.batch import tag_batch
 
     caps = [None if c is None else c.encode("utf-8", "replace").decode("utf-8") for c in caps]
     enc, model = minilm_model
@@ -175,7 +175,7 @@ class _LinearModel(CoverageStub):
 @FAST
 @given(vecs=st.lists(st.one_of(st.none(), st.lists(floats, min_size=0, max_size=4)), min_size=1, max_size=10))
 def test_any_vectors_give_unit_vectors_or_error_rows(vecs):
-    from analyzer.tag.batch import tag_batch
+    from analyzer.tagging.batch import tag_batch
     from analyzer.vectors import embedding_matrix
 
     arr = pa.array(vecs, pa.list_(pa.float64()))

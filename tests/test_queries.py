@@ -11,7 +11,7 @@ from analyzer.policy import build_recommendations
 from analyzer.risk import build_risk
 from analyzer.store.sql import parse_param, query_params, run_query
 from analyzer.store.rundir import RunStore
-from analyzer.tag.batch import redact
+from analyzer.tagging.batch import redact
 
 CONCEPTS = ["minor", "adult_sexual"]
 OPS = {c: {"screen": {"threshold": 0.3, "precision": 0.9, "recall": 0.99, "f1": 0.94},
@@ -82,17 +82,22 @@ def test_both_concepts_returns_ids_not_captions(con):
     assert {r[1] for r in rows} == {"synth.example"} and len(rows) == 2
 
 
-def test_cooccurrence_by_source_ranks_the_mixed_source_first(con):
+def test_cooccurrence_by_source_ranks_the_source_of_the_co_occurring_items_first(con):
     res = run_query(con, "cooccurrence_by_source", {"point": "screen", "min_items": 5})
     cols = [d[0] for d in res.description]
     rows = [dict(zip(cols, r)) for r in res.fetchall()]
-    assert rows[0]["source"] == "mixed.example"
-    assert {"minor_rate_lo", "minor_rate_hi", "adult_sexual_rate_lo", "co_present", "lift", "score"} <= set(cols)
+    # synth.example holds both co-occurring items (2 of 2), mixed.example none: synth first, then mixed by score
+    assert [r["source"] for r in rows[:2]] == ["synth.example", "mixed.example"]
+    assert {"minor_rate_lo", "minor_rate_hi", "adult_sexual_rate_lo", "co_present", "cooccurrence_share",
+            "cooccurrence_share_lo", "cooccurrence_share_hi", "score"} <= set(cols) and "lift" not in cols
     by = {r["source"]: r for r in rows}
     assert by["kids.example"]["score"] == 0 and not by["kids.example"]["co_present"]
     assert by["mixed.example"]["minor"] == 3 and by["mixed.example"]["adult_sexual"] == 3
-    # lift: (0.3*0.3) / ((10/40)*(11/40))
-    assert math.isclose(by["mixed.example"]["lift"], 0.09 / ((10 / 40) * (11 / 40)), rel_tol=1e-6)
+    assert by["synth.example"]["cooccurrence_share"] == 1.0 and by["mixed.example"]["cooccurrence_share"] == 0.0
+    # Wilson 95% interval of 2 of 2: lower bound 0.3424
+    assert math.isclose(by["synth.example"]["cooccurrence_share_lo"], 0.34238, rel_tol=1e-4)
+    assert abs(by["mixed.example"]["cooccurrence_share_lo"]) < 1e-12 and by["mixed.example"]["cooccurrence_share_hi"] < 0.66
+    assert by["mixed.example"]["score"] > by["synth.example"]["score"] > 0
     assert run_query(con, "cooccurrence_by_source", {"point": "screen", "min_items": 11}).fetchall() == []
 
 

@@ -169,14 +169,14 @@ def test_stages_in_process_skip_done_parts_and_report_errors_as_rows(tmp_path):
     from analyzer.encoders import get_encoder
     from analyzer.engines.ray_data import ingest_units, TagActor
     from analyzer.store.rundir import RunStore
-    from analyzer.tag.batch import tag_batch
+    from analyzer.tagging.batch import tag_batch
     from conftest import SAMPLES
 
     reader = open_input([str(SAMPLES / "embeddings_sample.parquet")], ColumnSpec(embedding="embedding"))
     units = plan_units(reader, 150)
     store = RunStore(tmp_path / "run")
     store.prepare({"fingerprint": "test"})
-    enc = get_encoder("minilm")
+    enc = get_encoder(None)  # the sample's vectors were made with the default encoder
     model = fit_concept_model(load_bank(None), enc, seed=0)
     text = json.dumps(model.to_dict())
     (store.root / "model.json").write_text(text)
@@ -186,13 +186,13 @@ def test_stages_in_process_skip_done_parts_and_report_errors_as_rows(tmp_path):
         (0, 150, False), (1, 150, True), (2, 100, False)]
     assert msgs[1]["data"][0].as_py() is None
     sha = hashlib.sha256(text.encode()).hexdigest()
-    actor = TagActor("minilm", enc.fingerprint, sha, str(store.root), "text", True)
+    actor = TagActor(enc.name, enc.fingerprint, sha, str(store.root), "text", True)
     done = actor(pa.concat_tables(msgs))
     assert done.column("error").null_count == 3 and done.column("part").to_pylist() == [0, 1, 2]
     assert sorted(p.name for p in store.items_dir.glob("*.parquet")) == ["part-00000.parquet", "part-00002.parquet"]
     want, _ = tag_batch(list(reader.iter_batches(150))[2], enc, model, embedding_modality="text")
     assert pq.read_table(store.items_dir / "part-00002.parquet").equals(want)
-    stale = TagActor("minilm", enc.fingerprint, "0" * 64, str(store.root), "text", True)  # another model.json
+    stale = TagActor(enc.name, enc.fingerprint, "0" * 64, str(store.root), "text", True)  # another model.json
     errs = stale(pa.concat_tables(msgs)).column("error").to_pylist()
     assert errs[1] is None and all(e and e.startswith("expected") for e in (errs[0], errs[2]))
 

@@ -17,7 +17,7 @@ import pytest
 
 import analyzer
 from analyzer.errors import InputError
-from analyzer.tag.batch import NOTHING_TO_SCAN  # noqa: F401 - the error of a row with nothing to scan
+from analyzer.tagging.batch import NOTHING_TO_SCAN  # noqa: F401 - the error of a row with nothing to scan
 from conftest import SAMPLES
 
 NEVER_SCORED_CAPTION = "A wooden rowing boat tied to a quiet jetty at dawn"
@@ -82,6 +82,13 @@ ATTACKS = [
     "SELECT text, url FROM items WHERE redacted",
     "SELECT (SELECT max(text) FROM items) AS t",
     "WITH x AS (SELECT text FROM items) SELECT * FROM x",
+    "FROM items SELECT text, url",
+    "SELECT list_transform([1], lambda x: text) AS t FROM items",
+    "SELECT text FROM items UNION ALL SELECT url FROM items",
+    "WITH RECURSIVE r(t) AS (SELECT text FROM items UNION SELECT t FROM r) SELECT * FROM r",
+    "SELECT md5(text) AS a, sha256(url) AS b, to_base64(text::BLOB) AS c, encode(text) AS d FROM items",
+    "SELECT regexp_replace(text, '(.)', '\\1 ', 'g') AS t, translate(url, 'abc', 'ABC') AS u FROM items",
+    "SELECT text FROM items WHERE item_id IN (SELECT item_id FROM hash_matches) OR redacted",
 ]
 REFUSED = [
     "SELECT lower(text) FROM read_parquet('{run}/parts/items/*.parquet')",
@@ -99,6 +106,18 @@ REFUSED = [
     "DESCRIBE items",
     "SELECT * FROM information_schema.tables",
     "PRAGMA show_tables",
+    "SELECT * FROM analysis.main.item_rows",
+    "SELECT * FROM temp.main.item_rows",
+    "SELECT list_transform([1], lambda x: (SELECT max(text) FROM item_rows)) AS t",
+    "SELECT * FROM items WHERE item_id IN (SELECT item_id FROM item_rows)",
+    "SELECT * FROM query_table('item_rows')",
+    "SELECT * FROM read_text('{run}/report.md')",
+    "SELECT * FROM read_blob('{run}/parts/items/part-00000.parquet')",
+    "SELECT * FROM duckdb_settings()",
+    "SUMMARIZE items",
+    "EXPLAIN SELECT text FROM item_rows",
+    "FROM read_parquet('{run}/parts/items/*.parquet') SELECT text",
+    "SELECT * FROM items, read_csv('/etc/hosts')",
 ]
 
 

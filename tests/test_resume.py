@@ -183,3 +183,129 @@ def test_kill_at_each_stage_resumes_to_the_same_tables(runs, stage_kills, point)
         assert a.equals(b), f"{table} differs after a kill at {point} and a resume"
     summary = __import__("json").loads((run / "summary.json").read_text())
     assert summary["items_total"] == ROWS
+
+
+# ---- the resume key holds the contents of hash lists, policies, banks and encoder weights (issue 16) ---------
+
+def _small(path: Path) -> Path:
+    caps = [f"{SUBJECTS[i % len(SUBJECTS)]}, photo {i}" for i in range(24)]
+    pq.write_table(pa.table({"key": [f"s{i:03d}" for i in range(24)], "TEXT": caps,
+                             "URL": [f"https://img.site{i % 4}.example/{i}.jpg" for i in range(24)]}), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def keyed_run(tmp_path_factory):
+    """A complete run scanned with a URL list that matches nothing and the packaged default policy (as a file)."""
+    from analyzer.cli import main
+
+    d = tmp_path_factory.mktemp("key")
+    data = _small(d / "captions.parquet")
+    (d / "urls.txt").write_text("https://elsewhere.example/not-in-the-data.jpg\n")
+    policy = d / "policy.yaml"
+    policy.write_bytes((Path(__import__("analyzer").__file__).parent / "policies" / "default.yaml").read_bytes())
+    argv = ["scan", str(data), "--out", str(d / "run"), "--hash-list", f"url:known={d / 'urls.txt'}",
+            "--policy", str(policy), "-q"]
+    assert _completed(main(argv), d / "run")
+    return d, argv
+
+
+def _completed(code: int, run: Path) -> bool:
+    """A scan with --policy exits with the sign-off verdict (0 pass, 1 fail, 3 inconclusive) once it completed."""
+    return code in (0, 1, 3) and (run / "_SUCCESS").exists()
+
+
+def _matches(run: Path) -> int:
+    con = duckdb.connect(str(run / "analysis.duckdb"), read_only=True)
+    try:
+        return con.execute("SELECT count(*) FROM hash_matches").fetchone()[0]
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize("complete", [True, False], ids=["complete", "killed"])
+def test_a_changed_hash_list_is_never_resumed_stale(keyed_run, tmp_path, capsys, complete):
+    """The list's path stays, its contents change between two identical scan commands: the second one refuses
+    to resume with one line (it would report the old 0 matches), the run is left as it was; a fresh scan with the
+    changed list finds the match."""
+    import shutil
+
+    from analyzer.cli import main
+    from test_bad_input import assert_one_line_error, tree_digest
+
+    d, argv = keyed_run
+    run = tmp_path / "run"
+    shutil.copytree(d / "run", run)
+    urls = tmp_path / "urls.txt"
+    urls.write_bytes((d / "urls.txt").read_bytes())
+    argv = [a.replace(str(d / "run"), str(run)).replace(str(d / "urls.txt"), str(urls)) for a in argv]
+    assert _completed(main(argv), run) and _matches(run) == 0  # unchanged list (at another path): resumed, nothing matched
+    if not complete:  # a killed scan: no _SUCCESS, stage markers of a later stage gone
+        (run / "_SUCCESS").unlink()
+    urls.write_text("https://img.site3.example/7.jpg\n")  # now lists a URL of the data
+    capsys.readouterr()
+    before = tree_digest(run)
+    code = main(argv)
+    err = capsys.readouterr().err
+    line = assert_one_line_error(code, err, "hash list contents")
+    assert "--overwrite" in line
+    assert tree_digest(run) == before
+    fresh = tmp_path / "fresh"
+    assert _completed(main([a.replace(str(run), str(fresh)) for a in argv]), fresh)
+    assert _matches(fresh) == 1
+    assert _completed(main(argv + ["--overwrite"]), run) and _matches(run) == 1
+
+
+def test_a_changed_policy_file_is_never_resumed(keyed_run, tmp_path, capsys):
+    import shutil
+
+    from analyzer.cli import main
+    from test_bad_input import assert_one_line_error, tree_digest
+
+    d, argv = keyed_run
+    run = tmp_path / "run"
+    shutil.copytree(d / "run", run)
+    with open(d / "policy.yaml", "ab") as fh:  # same path, other bytes (a comment: the gates are the same)
+        fh.write(b"\n# reviewed again\n")
+    try:
+        before = tree_digest(run)
+        code = main([a.replace(str(d / "run"), str(run)) for a in argv])
+        assert_one_line_error(code, capsys.readouterr().err, "policy contents")
+        assert tree_digest(run) == before
+    finally:
+        data = (d / "policy.yaml").read_bytes()
+        (d / "policy.yaml").write_bytes(data[: -len(b"\n# reviewed again\n")])
+
+
+def test_the_resume_key_holds_bank_and_encoder_contents(tmp_path):
+    """Fitting a concept model for another bank takes a minute, so the bank and the encoder weights are checked on
+    the key itself: another byte in the bank file or other weights change it, and prepare names what changed."""
+    from types import SimpleNamespace
+
+    from analyzer.concepts import load_bank
+    from analyzer.config import ColumnSpec, ScanConfig
+    from analyzer.errors import InputError
+    from analyzer.ingest import open_input
+    from analyzer.pipeline import scan_state
+    from analyzer.store import RunStore
+
+    data = _small(tmp_path / "captions.parquet")
+    bank_file = tmp_path / "bank.yaml"
+    bank_file.write_bytes((Path(__import__("analyzer").__file__).parent / "concepts" / "banks" / "default.yaml")
+                          .read_bytes())
+    cfg = ScanConfig(inputs=[str(data)], out=str(tmp_path / "run"), columns=ColumnSpec(), batch_size=64,
+                     embedding_modality="text")
+    reader = open_input(cfg.inputs, cfg.columns)
+    enc = SimpleNamespace(name="e5-small+use-m3", fingerprint="a" * 64)
+    first = scan_state(cfg, reader, enc, load_bank(bank_file))
+    assert scan_state(cfg, reader, enc, load_bank(bank_file)) == first  # the same contents: the same key
+    RunStore(tmp_path / "run").prepare(first)
+    with open(bank_file, "ab") as fh:
+        fh.write(b"\n# one more comment\n")
+    other_bank = scan_state(cfg, reader, enc, load_bank(bank_file))
+    other_weights = scan_state(cfg, reader, SimpleNamespace(name=enc.name, fingerprint="b" * 64), load_bank(bank_file))
+    for state, words in ((other_bank, "concept bank contents"), (other_weights, "encoder or its weights")):
+        assert state["fingerprint"] != first["fingerprint"]
+        with pytest.raises(InputError, match=words):
+            RunStore(tmp_path / "run").prepare(state)
+    assert RunStore(tmp_path / "run").prepare(first) is True  # the same key resumes

@@ -33,32 +33,42 @@ def test_planted_r1_found_and_no_clean_item_is_r1(planted):
     assert r1 == SYNTH
 
 
-def test_mixed_source_ranks_first_and_single_concept_sources_score_zero(planted):
-    rows = planted.execute("SELECT group_id, score, co_present, rank FROM group_risk WHERE group_kind = 'source' "
-                           "ORDER BY rank").fetchall()
-    assert rows[0][0] == "mixed.example" and rows[0][3] == 1
+def test_the_source_of_the_co_occurring_items_ranks_first_and_single_concept_sources_score_zero(planted):
+    rows = planted.execute("SELECT group_id, score, co_present, rank, both_concepts, cooccurrence_share "
+                           "FROM group_risk WHERE group_kind = 'source' ORDER BY rank").fetchall()
+    # synth.example holds the 6 co-occurring (synthetic dual-concept) items; mixed.example none, but it mixes more
+    assert [r[0] for r in rows[:2]] == ["synth.example", "mixed.example"] and rows[0][3] == 1
+    assert rows[0][4] == 6 and rows[0][5] == 1.0 and rows[1][5] == 0.0
     by = {r[0]: r for r in rows}
     for src in ("kids.example", "adult.example", "clean1.example", "clean2.example"):
         assert by[src][1] == 0 and not by[src][2]
-    assert by["mixed.example"][1] > by["synth.example"][1] > 0
+    assert by["mixed.example"][1] > by["synth.example"][1] > 0  # the score still measures side-by-side mixing
     kinds = {r[0] for r in planted.execute("SELECT DISTINCT group_kind FROM group_risk").fetchall()}
     assert kinds == {"source", "shard", "cluster"}
+    cols = [d[0] for d in planted.execute("SELECT * FROM group_risk LIMIT 0").description]
+    assert not [c for c in cols if c.startswith("lift")]
 
 
-def test_lift_and_its_interval_follow_the_documented_formula(planted):
-    n_all, m_all, a_all = planted.execute(
-        "SELECT count(*), count(*) FILTER (WHERE minor_screen), count(*) FILTER (WHERE adult_sexual_screen) "
-        "FROM scanned").fetchone()
-    g = planted.execute("SELECT items, minor, adult_sexual, lift, lift_lo, lift_hi, minor_rate_lo, minor_rate_hi "
-                        "FROM group_risk WHERE group_kind = 'source' AND group_id = 'mixed.example'").fetchone()
-    n, m, a = g[0], g[1], g[2]
-    assert (n, m, a) == (90, 30, 30)
-    lift = (m / n) * (a / n) / ((m_all / n_all) * (a_all / n_all))
-    se = math.sqrt((1 - m / n) / m + (1 - a / n) / a + (1 - m_all / n_all) / m_all + (1 - a_all / n_all) / a_all)
-    assert math.isclose(g[3], lift, rel_tol=1e-9)
-    assert math.isclose(g[4], lift * math.exp(-1.96 * se), rel_tol=1e-9)
-    assert math.isclose(g[5], lift * math.exp(1.96 * se), rel_tol=1e-9)
-    assert g[6] < m / n < g[7]  # Wilson interval brackets the rate
+def test_cooccurrence_share_and_its_wilson_interval(planted):
+    def wilson(k, n, z=1.96):
+        p = k / n
+        half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+        return (p + z * z / (2 * n) - half) / (1 + z * z / n), (p + z * z / (2 * n) + half) / (1 + z * z / n)
+
+    rows = planted.execute("SELECT group_kind, group_id, both_concepts, cooccurrence_share, cooccurrence_share_lo, "
+                           "cooccurrence_share_hi FROM group_risk").fetchall()
+    totals = dict(planted.execute("SELECT group_kind, sum(both_screen) FROM group_counts GROUP BY 1").fetchall())
+    for kind, _, k, share, lo, hi in rows:
+        n = totals[kind]
+        assert n == 6 and math.isclose(share, k / n)
+        want_lo, want_hi = wilson(k, n)
+        assert (lo == 0.0 if k == 0 else math.isclose(lo, want_lo, rel_tol=1e-9)) and math.isclose(hi, want_hi)
+    synth = next(r for r in rows if r[1] == "synth.example")
+    assert synth[4] > 0.5  # 6 of 6: the interval excludes "half or less"
+    # after R1 removal no co-occurring item is left: the share is undefined, not 0
+    left = planted.execute("SELECT count(*), count(cooccurrence_share), count(cooccurrence_share_lo) "
+                           "FROM group_risk_by_strategy WHERE strategy = 'r1_only'").fetchone()
+    assert left[0] > 0 and left[1] == left[2] == 0
 
 
 def test_minimum_support_keeps_tiny_groups_out_of_the_ranking(tmp_path):
@@ -127,9 +137,9 @@ def test_run_without_embeddings_reports_r2_as_not_computed(tmp_path):
     con.close()
     summary = write_report(store, policy=None)
     assert summary["r2"]["available"] is False and summary["r2"]["bridges"] == 0
-    assert summary["r1_items"] == 6 and summary["sources_at_risk"][0]["source"] == "mixed.example"
+    assert summary["r1_items"] == 6 and summary["sources_at_risk"][0]["source"] == "synth.example"
     assert "Not computed: the run kept no embeddings." in (store.root / "report.md").read_text()
-    assert summary["verdict"] in ("pass", "fail") and (store.root / "signoff.json").exists()
+    assert summary["verdict"] in ("pass", "fail", "inconclusive") and (store.root / "signoff.json").exists()
 
 
 def test_residual_r2_takes_each_kept_items_first_k_kept_neighbours(planted):
@@ -165,3 +175,23 @@ def test_residual_r2_takes_each_kept_items_first_k_kept_neighbours(planted):
         for key, value in want.items():
             assert got[key] == pytest.approx(value, rel=1e-6)
     assert moved  # some item lost a neighbour and took the next stored one
+
+
+def test_planted_ranking_the_old_lift_got_wrong(planted):
+    """Issue 15: the old "lift of co-presence", (m/n)(a/n) / ((M/N)(A/N)), ranked the source holding every
+    co-occurring item below one holding none (synth.example: 6 synthetic dual-concept vectors among 36 items;
+    mixed.example: separate minor and adult items). The co-occurrence share ranks it first, with an interval."""
+    n_all, m_all, a_all = planted.execute(
+        "SELECT count(*), count(*) FILTER (WHERE minor_screen), count(*) FILTER (WHERE adult_sexual_screen) "
+        "FROM scanned").fetchone()
+    by = {r[0]: r[1:] for r in planted.execute(
+        "SELECT group_id, items, minor, adult_sexual, rank, cooccurrence_share_lo, cooccurrence_share_hi "
+        "FROM group_risk WHERE group_kind = 'source'").fetchall()}
+
+    def old_lift(src):
+        n, m, a = by[src][:3]
+        return (m / n) * (a / n) / ((m_all / n_all) * (a_all / n_all))
+
+    assert old_lift("synth.example") < 1 < old_lift("mixed.example")  # the old measure: below the dataset average
+    assert by["synth.example"][3] == 1 and by["mixed.example"][3] == 2
+    assert by["synth.example"][4] > by["mixed.example"][5]  # the intervals do not overlap

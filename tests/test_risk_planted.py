@@ -88,11 +88,12 @@ def test_planted_r1_items_are_all_found_and_no_clean_item_is_r1(planted):
     assert run.summary["r1_items"] == len(r1)
 
 
-def test_mixed_source_ranks_first_in_r3(planted):
+def test_r3_ranks_the_source_of_the_co_occurring_items_first_then_the_mixed_source(planted):
     run, _, _ = planted
     src = run.con.execute("SELECT group_id FROM group_risk WHERE group_kind = 'source' ORDER BY rank").fetchall()
-    assert src[0][0] == "mixed.example"
-    assert run.summary["sources_at_risk"][0]["source"] == "mixed.example"
+    assert [r[0] for r in src[:2]] == ["uploads.example", "mixed.example"]  # issue 15: not "lift" order
+    assert [x["source"] for x in run.summary["sources_at_risk"][:2]] == ["uploads.example", "mixed.example"]
+    assert run.summary["sources_at_risk"][0]["cooccurrence_share"] == 1.0
     for clean in ("stock.example", "travel.example", "kids.example", "adults.example"):
         assert run.con.execute("SELECT score FROM group_risk WHERE group_kind = 'source' AND group_id = ?",
                                [clean]).fetchone()[0] == 0

@@ -49,10 +49,16 @@ def gates_of(catalog, pol, config=None):
 
 
 def test_packaged_policies_load():
+    from analyzer.policy import GATE_DEFAULTS
+
     for name in ("default", "strict", "lenient"):
         p = load_policy(ROOT_POLICIES / f"{name}.yaml")
         assert p["policy"] == name and p["sha256"] and p["strategy"] == "auto"
-    assert load_policy(None)["policy"] == "default"
+    default = load_policy(None)
+    assert default["policy"] == "default"
+    raw = yaml.safe_load((ROOT_POLICIES / "default.yaml").read_text())["gates"]
+    assert raw == GATE_DEFAULTS  # the packaged default spells out every key, with the code's defaults
+    assert default["gates"]["require_calibrated"] and default["gates"]["min_assessed_share"] == 0.99
 
 
 @pytest.mark.parametrize("text, match", [
@@ -72,6 +78,9 @@ def test_packaged_policies_load():
     ("gates: {verify_input_hashes: 'yes'}\n", "verify_input_hashes"),
     ("gates: {max_r2_bridges_after_removal: -1}\n", "max_r2_bridges"),
     ("strategy: 3\ngates: {}\n", "strategy"),
+    ("gates: {min_assessed_share: 1.5}\n", "min_assessed_share"),
+    ("gates: {min_r3_ranked_share: half}\n", "min_r3_ranked_share"),
+    ("gates: {require_calibrated: 1}\n", "require_calibrated"),
 ])
 def test_malformed_policies_are_bad_input(tmp_path, text, match):
     p = tmp_path / "p.yaml"
@@ -132,15 +141,18 @@ def test_r2_gate(catalog):
 
 def test_coverage_gate(catalog):
     _, g = gates_of(catalog, policy(max_failed_share=0.0))
-    assert not g["scan_coverage"]["passed"] and "1 failed" in g["scan_coverage"]["detail"]
+    assert g["scan_coverage"]["status"] == "inconclusive" and "1 failed" in g["scan_coverage"]["detail"]
     _, g = gates_of(catalog, policy(max_failed_share=0.01))
-    assert g["scan_coverage"]["passed"]
+    assert g["scan_coverage"]["status"] == "pass"
     con, root, cfg, src, n = catalog
+    assert g["scan_coverage"]["figure"] == round((n - 1) / n, 6)  # the assessed share
+    _, g = gates_of(catalog, policy(min_assessed_share=1.0))
+    assert g["scan_coverage"]["status"] == "inconclusive" and f"{n - 1} of {n} items assessed" in g["scan_coverage"]["detail"]
     short = root.parent / "short.parquet"
     pq.write_table(pa.table({"key": ["a"] * (n - 5)}), short)
     cfg2 = {**cfg, "inputs": [{"path": str(short), "sha256": file_sha256(short)}]}
     _, g = gates_of(catalog, policy(), cfg2)
-    assert not g["scan_coverage"]["passed"] and f"{n - 5} input rows" in g["scan_coverage"]["detail"]
+    assert g["scan_coverage"]["status"] == "inconclusive" and f"{n - 5} input rows" in g["scan_coverage"]["detail"]
     _, g = gates_of(catalog, policy(require_all_rows_accounted=False), cfg2)
     assert g["scan_coverage"]["passed"]
 
@@ -166,13 +178,13 @@ def test_row_positions_are_contiguous_only_when_each_appears_once(monkeypatch, b
 def test_calibration_gate(catalog):
     con = catalog[0]
     _, g = gates_of(catalog, policy())
-    assert "calibration" not in g
-    _, g = gates_of(catalog, policy(require_calibrated=True))
-    assert g["calibration"]["passed"]
+    assert g["calibration"]["status"] == "pass"  # always evaluated now
     con.execute("UPDATE runs SET value = 'False' WHERE key = 'calibrated'")
     try:
-        _, g = gates_of(catalog, policy(require_calibrated=True))
-        assert not g["calibration"]["passed"] and "UNCALIBRATED" in g["calibration"]["detail"]
+        _, g = gates_of(catalog, policy())
+        assert g["calibration"]["status"] == "inconclusive" and "UNCALIBRATED" in g["calibration"]["detail"]
+        _, g = gates_of(catalog, policy(require_calibrated=False))
+        assert g["calibration"]["status"] == "pass" and "allowed by this policy" in g["calibration"]["detail"]
     finally:
         con.execute("UPDATE runs SET value = 'True' WHERE key = 'calibrated'")
 
@@ -195,9 +207,14 @@ def test_fingerprint_gate(catalog, tmp_path):
 
 def test_verdict_is_pass_only_when_every_gate_passes(catalog):
     res, g = gates_of(catalog, policy(hash_matches_scope="after_removal"))
-    assert res["verdict"] == "pass" and all(x["passed"] for x in res["gates"])
+    assert res["verdict"] == "pass" and all(x["status"] == "pass" for x in res["gates"])
     assert res["strategy"] == "adult_in_minor_sources"
+    assert res["dataset_state"]["state"] == "after_removal" and "NOT YET APPLIED" in res["headline"]
     res, _ = gates_of(catalog, policy())  # the hash match in the input fails the default scope
+    assert res["verdict"] == "fail"
+    res, _ = gates_of(catalog, policy(hash_matches_scope="after_removal", min_assessed_share=1.0))
+    assert res["verdict"] == "inconclusive" and res["headline"].startswith("INCONCLUSIVE only after removing")
+    res, _ = gates_of(catalog, policy(min_assessed_share=1.0))  # a failing gate decides over an inconclusive one
     assert res["verdict"] == "fail"
 
 
@@ -245,3 +262,37 @@ def test_signoff_cli_exit_codes(run_copy, tmp_path, capsys):
     (run_copy / "_SUCCESS").unlink()
     code, out, err = _cli(["signoff", str(run_copy)], capsys)
     assert code == 2 and "incomplete" in err
+
+
+def test_pass_after_removal_holds_for_the_cleaned_dataset_only_once_verified(run_copy, tmp_path, capsys):
+    code, out, err = _cli(["signoff", str(run_copy), "--signer", "lead"], capsys)
+    s = json.loads((run_copy / "summary.json").read_text())
+    strategy, removed = s["signoff"]["strategy"], s["signoff"]["items_removed"]
+    assert code == 0 and removed > 0 and s["signoff"]["dataset_state"]["state"] == "after_removal"
+    assert f"verdict: PASS: PASS only after removing {removed} items (strategy {strategy}); NOT YET APPLIED" in out
+    clean = tmp_path / "clean"
+    assert main(["apply", str(run_copy), "--strategy", strategy, "--out", str(clean)]) == 0
+    capsys.readouterr()
+    code, out, err = _cli(["signoff", str(run_copy), "--applied", str(clean)], capsys)
+    assert code == 0, out + err
+    assert f"PASS for the cleaned dataset in {clean} ({removed} items removed by strategy {strategy}, verified)" in out
+    s = json.loads((run_copy / "summary.json").read_text())
+    state = s["signoff"]["dataset_state"]
+    assert state["state"] == "applied" and state["verified"] and "verified by id and sha256" in state["detail"]
+    assert {g["gate"]: g["status"] for g in s["signoff"]["gates"]}["applied_output"] == "pass"
+    code, out, _ = _cli(["signoff", str(run_copy)], capsys)  # RUN/apply_report.json keeps the state
+    assert code == 0 and "PASS for the cleaned dataset" in out
+    written = next(clean.glob("*.parquet"))
+    written.write_bytes(written.read_bytes() + b"x")  # the cleaned dataset changed after the check
+    code, out, _ = _cli(["signoff", str(run_copy)], capsys)
+    assert code == 1 and "FAIL  applied_output" in out and "changed since the apply" in out
+    assert json.loads((run_copy / "summary.json").read_text())["signoff"]["dataset_state"]["state"] == "after_removal"
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "apply_report.json").write_text(json.dumps({**json.loads((clean / "apply_report.json").read_text()),
+                                                         "run": str(tmp_path / "elsewhere")}))
+    code, out, err = _cli(["signoff", str(run_copy), "--applied", str(other)], capsys)
+    assert code == 2 and "apply report of this run" in err and len(err.strip().splitlines()) == 1
+    records = [json.loads(x) for x in (run_copy / "signoffs.jsonl").read_text().splitlines()]
+    assert [r["dataset_state"]["state"] for r in records] == ["after_removal", "applied", "applied", "after_removal"]
+    assert records[0]["signer"] == "lead" and [r["verdict"] for r in records] == ["pass", "pass", "pass", "fail"]

@@ -124,7 +124,7 @@ def test_a_report_that_succeeds_replaces_every_file(complete_run, tmp_path, caps
     assert code == 0, err
     assert json.loads((run / "summary.json").read_text())["items_total"] == 60
     assert (run / "_SUCCESS").exists() and not list(run.glob(".report.*"))
-    assert json.loads((run / "signoff.json").read_text())["verdict"] in ("pass", "fail")
+    assert json.loads((run / "signoff.json").read_text())["verdict"] in ("pass", "fail", "inconclusive")
 
 
 # ---- a kill while the report is written (real processes) ---------------------------------------------------
@@ -297,3 +297,18 @@ def _removals_sql(tmp_path: Path) -> Path:
     p = tmp_path / "removals.sql"
     p.write_text("SELECT item_id FROM recommendations WHERE strategy = $strategy")
     return p
+
+
+def test_an_empty_out_made_beforehand_becomes_owner_only(tmp_path, capsys):
+    """Parts and the catalog hold captions: 0600 files in 0700 directories, also when --out existed (empty, 0755)."""
+    data = _captions(tmp_path / "in" / "captions.parquet", 12)
+    out = tmp_path / "run"
+    out.mkdir(mode=0o755)
+    os.chmod(out, 0o755)
+    code, _, err = cli(["scan", data, "--out", out, "-q"], capsys)
+    assert code == 0, err
+    mode = lambda p: oct(p.stat().st_mode & 0o777)  # noqa: E731
+    assert mode(out) == mode(out / "parts") == mode(out / "parts" / "items") == "0o700"
+    assert {mode(p) for p in (out / "parts" / "items").glob("*.parquet")} == {"0o600"}
+    for name in ("analysis.duckdb", "summary.json", "report.html", "removal_manifest.parquet", "_state.json"):
+        assert mode(out / name) == "0o600", name

@@ -15,7 +15,8 @@ from analyzer import __version__
 from analyzer.errors import AnalyzerError
 
 # analyzer/cli/<name>.py, each with register(subparsers) and the subcommand's run(args)
-COMMANDS = ("scan", "tag", "evaluate", "query", "report", "probe", "audit_bias", "signoff", "apply", "hashes")
+COMMANDS = ("scan", "tag", "evaluate", "query", "report", "probe", "audit_bias", "signoff", "apply", "hashes",
+            "stress")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -30,7 +30,7 @@ def add_dataset_options(p) -> None:
 
 
 def dataset_kwargs(a) -> dict:
-    """The keyword arguments of analyzer.scan / analyzer.tag from the parsed options (and the cache directory)."""
+    """The keyword arguments of analyzer.scan / analyzer.tagging from the parsed options (and the cache directory)."""
     from analyzer.config import use_cache_dir
 
     use_cache_dir(a.cache_dir)

@@ -32,21 +32,41 @@ def _bootstrap_ci(pred: np.ndarray, y: np.ndarray, B: int, seed: int) -> tuple[l
 
 
 def evaluate_scores(model, scores: dict, labels: dict, *, seed: int = 0, bootstrap: int = 1000) -> dict:
+    """Per concept: n, positives, AUROC and the screen and confirm figures with 95% intervals. A figure the labels
+    cannot define (AUROC without both classes, recall without positives, precision with no item at or above the
+    threshold) is None, and ``undefined`` says why ({figure: reason}); no NaN, so the result is valid JSON."""
     out = {}
     for c, y in labels.items():
         if c not in model.concept_ids:
             continue
         y = np.asarray(y).astype(int)
         p = np.asarray(scores[c], dtype=np.float64)
-        res = {"n": int(len(y)), "positives": int(y.sum()), "auroc": auroc(p, y)}
+        pos, n = int(y.sum()), int(len(y))
+        res = {"n": n, "positives": pos, "auroc": auroc(p, y) if 0 < pos < n else None, "undefined": {}}
+        if res["auroc"] is None:
+            res["undefined"]["auroc"] = (f"the labels hold {'no positive' if pos == 0 else 'no negative'} {c} "
+                                         "item; label both kinds to measure it")
         for k, pt in enumerate(("screen", "confirm")):
             t = model.operating_points[c][pt]["threshold"]
             m = point_metrics(p, y, t)
             pci, rci = _bootstrap_ci(p >= t, y, bootstrap, seed + k)
-            res[pt] = {"precision": m["precision"], "recall": m["recall"], "f1": m["f1"], "threshold": t,
-                       "precision_ci": pci, "recall_ci": rci, "tp": m["tp"], "fp": m["fp"], "fn": m["fn"]}
+            r = {"precision": m["precision"], "recall": m["recall"], "f1": m["f1"], "threshold": t,
+                 "precision_ci": _finite(pci), "recall_ci": _finite(rci), "tp": m["tp"], "fp": m["fp"],
+                 "fn": m["fn"]}
+            if pos == 0:
+                r["recall"] = r["recall_ci"] = r["f1"] = None
+                res["undefined"][f"{pt}.recall"] = f"the labels hold no positive {c} item"
+            if m["tp"] + m["fp"] == 0:
+                r["precision"] = r["precision_ci"] = r["f1"] = None
+                res["undefined"][f"{pt}.precision"] = f"no labelled item scores at or above the {pt} threshold"
+            res[pt] = r
         out[c] = res
     return out
+
+
+def _finite(ci: list) -> list | None:
+    """A 95% interval, or None where the bootstrap had nothing to measure (no NaN in the result)."""
+    return None if any(not np.isfinite(v) for v in ci) else ci
 
 
 def evaluate_labels(model, texts: Sequence[str], labels: dict, *, seed: int = 0, bootstrap: int = 1000,

@@ -289,7 +289,7 @@ class ConceptModel(ParamsMixin):
     def embedding_head(self, modality: str = "text") -> tuple[np.ndarray, np.ndarray]:
         """(W (dim, k) float32, b (k,) float32) of the embedding path: for unit rows U without captions,
         ``score(None, U, modality)[c] == sigmoid(U @ W + b)[:, j]``. Lets a caller fuse normalisation and
-        scoring block by block (analyzer.tag.scoring.score_embeddings)."""
+        scoring block by block (analyzer.tagging.scoring.score_embeddings)."""
         _check_modality(modality)
         self._note_modality(modality)
         return self._heads.get(modality, (self.W_emb_, self.b_emb_))

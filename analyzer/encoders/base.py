@@ -29,7 +29,7 @@ class Encoder(Protocol):
         """(embeddings, one error or None per image): an undecodable image is a per-item error, not a failure."""
         ...
 
-    # audio (analyzer/tag/media.py): an encoder with an audio tower embeds mono float32 windows of
+    # audio (analyzer/tagging/media.py): an encoder with an audio tower embeds mono float32 windows of
     # ``audio_window_s`` seconds at ``audio_sample_rate`` Hz into the space of its texts
     supports_audio: bool
     audio_sample_rate: int

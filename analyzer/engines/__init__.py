@@ -3,7 +3,7 @@ is DuckDB over the parquet parts and does not know which engine ran.
 
 ``get_engine(name, options)`` returns an :class:`Engine`: ``local`` (this process, analyzer/engines/local.py) or
 ``ray`` (Ray Data, analyzer/engines/ray_data.py). Both call the same unit of work
-(:func:`analyzer.tag.batch.tag_batch`) and write identical parts.
+(:func:`analyzer.tagging.batch.tag_batch`) and write identical parts.
 """
 from __future__ import annotations
 

@@ -16,8 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from analyzer.progress import progress
-from analyzer.tag.batch import tag_batch
-from analyzer.tag.media import media_options
+from analyzer.tagging.batch import tag_batch
+from analyzer.tagging.media import media_options
 
 PREFETCH_BATCHES = 1  # batches read ahead, and parts queued for writing, while one batch is tagged
 

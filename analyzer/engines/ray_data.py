@@ -8,7 +8,7 @@ Pipeline (one Ray Data dataset, streamed)::
       -> driver                   counts rows, progress bar, raises the first per-part InputError
 
 Part ``i`` holds exactly the rows, columns and values of the local engine's part ``i`` (same batches from the
-same reader code, same :func:`analyzer.tag.batch.tag_batch`, same :meth:`RunStore.write_part`), so catalog,
+same reader code, same :func:`analyzer.tagging.batch.tag_batch`, same :meth:`RunStore.write_part`), so catalog,
 risk and report run unchanged. Parts whose marker exists are skipped (resume).
 
 ``engine_options`` (``analyzer.scan(..., engine="ray", engine_options={...})``; CLI ``--ray-address`` and
@@ -212,7 +212,7 @@ class TagActor:
 
         self.error = None
         self.store = RunStore(root)
-        from analyzer.tag.media import media_options
+        from analyzer.tagging.media import media_options
 
         self.embedding_modality, self.keep_embeddings = embedding_modality, keep_embeddings
         self.media = media_options(media)
@@ -237,7 +237,7 @@ class TagActor:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from analyzer.engines.local import hash_matched_ids
-        from analyzer.tag.batch import tag_batch
+        from analyzer.tagging.batch import tag_batch
 
         out = {"part": [], "rows": [], "skipped": [], "error": []}
         for rec in batch.to_pylist():

@@ -126,7 +126,7 @@ class TwoLevelKMeans(ClusterMixin, BaseEstimator):
     """``n_clusters`` spherical k-means clusters in two levels (see the module docstring).
 
     ``n_coarse=None``: round(sqrt(k)). The fine clusters of a coarse cluster are fitted on its rows of the sample,
-    the same number for each coarse cluster (``_allocate``: at least one, never more than its rows).
+    the same number for each coarse cluster (``allocate_fine_clusters``: at least one, never more than its rows).
     Learned: ``cluster_centers_`` (k x d, the fine centroids, grouped by coarse cluster), ``coarse_centers_``,
     ``fine_offsets_`` (coarse cluster g owns fine clusters ``fine_offsets_[g]:fine_offsets_[g + 1]``).
     """
@@ -149,7 +149,7 @@ class TwoLevelKMeans(ClusterMixin, BaseEstimator):
         coarse = EmbeddingKMeans(k1, seed=self.seed, **opts).fit(X)
         lab, _ = coarse.predict_with_similarity(X)
         sizes = np.bincount(lab, minlength=coarse.n_clusters_)
-        alloc = _allocate(k, sizes)
+        alloc = allocate_fine_clusters(k, sizes)
 
         def fine(g: int) -> np.ndarray:  # the fine centroids of coarse cluster g (seeded by g: any order of work)
             rows = X[lab == g]
@@ -212,7 +212,7 @@ class TwoLevelKMeans(ClusterMixin, BaseEstimator):
         return self.fit(X).predict(X)
 
 
-def _allocate(k: int, sizes: np.ndarray) -> np.ndarray:
+def allocate_fine_clusters(k: int, sizes: np.ndarray) -> np.ndarray:
     """k fine clusters over coarse clusters of the given sample sizes: the same number each (k // n, the remainder
     to the largest), at least one, never more than a cluster's rows; what a small cluster cannot take goes to the
     others the same way. Equal, not proportional: a row then costs n + about k / n products whatever the spread of

@@ -9,7 +9,7 @@ catalog by ``item_id``, never by position.
 - ``read_chunks(units, ...)``: (ids: Arrow strings, float16 rows) per chunk of the given row groups (memory-
   mapped), the next row group read in a background thread while the caller works on the current one.
 - ``DuplicateFilter``: which rows to keep when an id repeats (its first row where the catalog scanned it).
-- ``widen(h, out, sq, rows)``: float16 rows -> float32 (and their squared norms), compiled (numba; the scoring
+- ``widen(h, out, sq, rows)`` (from analyzer.tagging.kernel): float16 rows -> float32 and their squared norms (the scoring
   kernel's conversion, F16C on x86): about 3x numpy's ``astype`` here (3.6 vs 1.0-1.4 M rows/s of 512-d).
 - ``assign(km, h)``: clusters and similarities of float16 rows (the index stage's worker threads).
 - ``ordered_map(pool, fn, items, window)``: fn over items in a thread pool, in order, a bounded window in flight.
@@ -27,10 +27,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from numba import njit
 
 from analyzer.index.kmeans import TwoLevelKMeans
-from analyzer.tag.kernel import _JIT, _half_to_float  # the one float16 -> float32 conversion (LLVM fpext)
+from analyzer.tagging.kernel import widen  # the compiled float16 -> float32 widening (LLVM fpext)
 from analyzer.vectors import embedding_matrix, unit_rows
 
 COLUMNS = ["item_id", "embedding"]
@@ -48,32 +47,6 @@ def row_groups(parts: list[Path]) -> list[tuple[Path, int, int]]:
         meta = pq.ParquetFile(path).metadata
         out += [(path, i, meta.row_group(i).num_rows) for i in range(meta.num_row_groups)]
     return out
-
-
-@njit(**_JIT)
-def _widen(h, rows, out, sq):  # pragma: no cover - compiled; tested through widen
-    for i in range(rows.shape[0]):
-        r = rows[i]
-        s = np.float32(0.0)
-        for j in range(h.shape[1]):
-            v = _half_to_float(h[r, j])
-            out[i, j] = v
-            s += v * v
-        sq[i] = s
-
-
-def widen(h: np.ndarray, out: np.ndarray | None = None, sq: np.ndarray | None = None,
-          rows: np.ndarray | None = None) -> np.ndarray:
-    """float16 (n, d) rows as float32 (``rows``: these rows, in this order), written into ``out`` when given (at
-    least as many rows); returns them. With ``sq``, also each row's squared norm, in the same pass."""
-    rows = np.arange(len(h)) if rows is None else np.asarray(rows, dtype=np.int64)
-    n = len(rows)
-    if out is None:
-        out = np.empty((n, h.shape[1]), dtype=np.float32)
-    h = np.ascontiguousarray(h).view(np.uint16)
-    h.setflags(write=False)  # one compiled version for writable and read-only (Arrow) input
-    _widen(h, rows, out[:n], np.empty(n, dtype=np.float32) if sq is None else sq[:n])
-    return out[:n]
 
 
 _local = threading.local()  # one float32 buffer per thread (fresh 64 MB arrays are faulted in page by page)

@@ -35,13 +35,14 @@ import pyarrow as pa
 
 from analyzer.errors import InputError
 from analyzer.ingest.images import MAX_BYTES, RowBuilder, as_vector, pick_name
+from analyzer.ingest.provenance import provenance_columns
 from analyzer.ingest.media import AUDIO_SUFFIXES, VIDEO_SUFFIXES, max_bytes_for, media_kind
 from analyzer.ingest.schema import ColumnSpec
 
 META_NAMES = ("captions.csv", "captions.jsonl", "metadata.csv", "metadata.jsonl")
 FILE_COLUMNS = ("file_name", "file", "filename", "image", "path", "image_path")
 SIDECAR_SUFFIXES = (".txt", ".json", ".jsonl", ".csv", ".tsv", ".parquet", ".md", ".yaml", ".yml", ".npy")
-UNSUPPORTED = "unsupported media type"  # analyzer/tag/batch.py UNSUPPORTED_MEDIA: not_assessed = unsupported_media
+UNSUPPORTED = "unsupported media type"  # analyzer/tagging/batch.py UNSUPPORTED_MEDIA: not_assessed = unsupported_media
 
 
 class ImageFolderReader:
@@ -124,7 +125,8 @@ class ImageFolderReader:
             source = parts[0] if len(parts) > 1 else root.name
         row = {"item_id": str(ident) if ident not in (None, "") else key, "file": str(path), "text": text,
                "url": url, "source": source,
-               "embedding": as_vector(meta.get(spec.embedding)) if spec.embedding else None}
+               "embedding": as_vector(meta.get(spec.embedding)) if spec.embedding else None,
+               **{r: meta.get(c) for r, c in provenance_columns(fields).items() if c}}  # punsafe, pwatermark
         if path in self.unsupported:
             row["error"] = f"{UNSUPPORTED} ({path.suffix.lower() or 'no suffix'}): not an image, video or audio file"
             return row

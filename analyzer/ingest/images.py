@@ -27,6 +27,7 @@ import pyarrow as pa
 from PIL import Image, ImageOps
 
 from analyzer.errors import InputError
+from analyzer.ingest.provenance import PROVENANCE_COLUMNS, probability_column
 from analyzer.ingest.schema import AUTO_NAMES, STANDARD_SCHEMA, ColumnSpec
 from analyzer.ingest.sources import source_column
 
@@ -211,6 +212,7 @@ class RowBuilder:
     def _reset(self):
         self.ids, self.texts, self.urls, self.sources = [], [], [], []
         self.embs, self.images, self.files, self.errors = [], [], [], []
+        self.provenance = {r: [] for r in PROVENANCE_COLUMNS}  # punsafe, pwatermark (analyzer/ingest/provenance.py)
         self.nbytes = 0
 
     def __len__(self) -> int:
@@ -220,8 +222,10 @@ class RowBuilder:
         return len(self.ids) >= batch_size or self.nbytes >= MAX_BATCH_BYTES
 
     def add(self, *, item_id: str, file: str, text=None, url=None, source=None, embedding=None,
-            image: bytes | None = None, error: str | None = None) -> None:
+            image: bytes | None = None, error: str | None = None, punsafe=None, pwatermark=None) -> None:
         self.ids.append(str(item_id))
+        self.provenance["punsafe"].append(punsafe)
+        self.provenance["pwatermark"].append(pwatermark)
         self.texts.append(as_str(text))
         self.urls.append(as_str(url))
         self.sources.append(as_str(source))
@@ -262,6 +266,8 @@ class RowBuilder:
                 pa.array(self.files, type=pa.string()),
                 pa.array(["ok" if e is None else "error" for e in errors], type=pa.string()),
                 pa.array(errors, type=pa.string()),
+                *(probability_column(pa.array([as_str(v) for v in self.provenance[r]], pa.string()), n)
+                  for r in PROVENANCE_COLUMNS),
             ],
             schema=STANDARD_SCHEMA,
         )

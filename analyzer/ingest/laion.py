@@ -30,6 +30,7 @@ from analyzer.errors import InputError
 from analyzer.ingest.images import resolve_roles
 from analyzer.ingest.schema import ColumnSpec
 from analyzer.ingest.mapped import map_block
+from analyzer.ingest.provenance import provenance_columns
 from analyzer.ingest.standardize import _list_column, standardize
 from analyzer.ingest.tabular import parquet_batches
 from analyzer.vectors import finite_rows, to_float32
@@ -81,6 +82,7 @@ class LaionEmbeddingReader:
                 )
             self.rows[npy] = n_meta
             cols = resolve_roles(pf.schema_arrow.names, ColumnSpec(**{**spec.as_dict(), "embedding": None}), meta)
+            cols.update({r: c for r, c in provenance_columns(pf.schema_arrow.names).items() if c})  # punsafe ...
             self.columns[meta] = cols
 
     has_embeddings = True
@@ -178,7 +180,7 @@ def _embedding_column(block: np.ndarray, finite: np.ndarray | None = None) -> tu
     already known to be finite, from the read).
 
     float16 vectors (LAION's) stay float16, sharing the block's memory: the tagger's compiled pass reads them as
-    they are (analyzer.tag.kernel), which costs less than one pass that widens the whole batch here.
+    they are (analyzer.tagging.kernel), which costs less than one pass that widens the whole batch here.
     Other types become float32.
     """
     if block.dtype == np.float16:

@@ -19,7 +19,11 @@ image      binary            raw media bytes: an image, a video or an audio file
 file       string, not null  the input file the row came from
 status     string, not null  "ok" or "error" (per-item failure; the run goes on)
 error      string            why the row failed (null when ok)
+punsafe    float32           the input's own NSFW probability column (LAION ``punsafe``; null when absent)
+pwatermark float32           the input's own watermark probability column (LAION ``pwatermark``; null when absent)
 ========== ================= ==========================================================================
+
+``punsafe`` and ``pwatermark`` are provenance evidence carried beside the tags (analyzer/ingest/provenance.py).
 """
 from __future__ import annotations
 
@@ -41,10 +45,12 @@ STANDARD_SCHEMA = pa.schema(
         pa.field("file", pa.string(), nullable=False),
         pa.field("status", pa.string(), nullable=False),
         pa.field("error", pa.string()),
+        pa.field("punsafe", pa.float32()),
+        pa.field("pwatermark", pa.float32()),
     ]
 )
 
-# The same columns with float16 vectors kept as they are (the tagger's compiled pass reads them, analyzer.tag.kernel).
+# The same columns with float16 vectors kept as they are (the tagger's compiled pass reads them, analyzer.tagging.kernel).
 STANDARD_SCHEMA_F16 = STANDARD_SCHEMA.set(STANDARD_SCHEMA.get_field_index("embedding"),
                                           pa.field("embedding", pa.list_(pa.float16())))
 

@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from analyzer.errors import InputError
+from analyzer.ingest.provenance import PROVENANCE_COLUMNS, probability_column, provenance_columns
 from analyzer.ingest.schema import AUTO_NAMES, STANDARD_SCHEMA, STANDARD_SCHEMA_F16, ColumnSpec, make_item_id
 from analyzer.ingest.sources import source_column
 from analyzer.vectors import embedding_matrix, finite_rows
@@ -49,6 +50,7 @@ def resolve_columns(names: list[str], spec: ColumnSpec, path: Path | str) -> dic
             f"expected a text column (one of {AUTO_NAMES['text'][:4]}...) or --embedding-column in {path}, "
             f"got columns {names[:12]}; name it with --text-column or --embedding-column"
         )
+    out.update({r: c for r, c in provenance_columns(names).items() if c})  # punsafe, pwatermark when present
     return out
 
 
@@ -56,8 +58,12 @@ def standardize(raw: pa.RecordBatch, cols: dict, *, file: str, start_row: int) -
     n = raw.num_rows
 
     def col(role):
+        # by name, and never get_field_index's -1 (the LAST column) for a name that is missing or repeated
         name = cols.get(role)
-        return raw.column(raw.schema.get_field_index(name)) if name else None
+        found = raw.schema.get_all_field_indices(name) if name else []
+        if name and not found:
+            raise InputError(f"expected a column {name!r} (--{role}-column) in {file}, got {raw.schema.names[:12]}")
+        return raw.column(found[0]) if name else None
 
     text, url, ident, src, emb = (col(r) for r in ("text", "url", "id", "source", "embedding"))
     text = _as_string(text, n)
@@ -116,8 +122,15 @@ def standardize(raw: pa.RecordBatch, cols: dict, *, file: str, start_row: int) -
         pa.nulls(n, pa.binary()),
         pa.repeat(pa.scalar(file, pa.string()), n),
         *_status_arrays(error, n),
+        *(probability_column(_named(raw, cols.get(r)), n) for r in PROVENANCE_COLUMNS),
     ]
     return pa.RecordBatch.from_arrays(arrays, schema=STANDARD_SCHEMA_F16 if emb_arr.type == _LIST_F16 else STANDARD_SCHEMA)
+
+
+def _named(raw: pa.RecordBatch, name: str | None):
+    """The first column called ``name`` (None when there is no such column: the reader did not read it)."""
+    found = raw.schema.get_all_field_indices(name) if name else []
+    return raw.column(found[0]) if found else None
 
 
 _LIST_F16 = pa.list_(pa.float16())
@@ -164,7 +177,7 @@ def _embedding_column(emb) -> tuple[pa.Array, np.ndarray]:
         emb = emb.combine_chunks()
     n = len(emb)
     null = np.asarray(emb.is_null().to_numpy(zero_copy_only=False), dtype=bool)
-    # float16 vectors stay float16 (list<float16>): the tagger reads them as they are (analyzer/tag/kernel.py)
+    # float16 vectors stay float16 (list<float16>): the tagger reads them as they are (analyzer/tagging/kernel.py)
     mat, valid = embedding_matrix(emb, check_finite=False, widen=False)
     valid &= finite_rows(mat)
     bad = ~valid & ~null

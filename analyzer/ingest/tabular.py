@@ -7,6 +7,7 @@ is not a JSON object becomes a per-item ``status="error"`` row instead of stoppi
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import re
@@ -51,7 +52,8 @@ def _jsonl_keys(path: Path) -> list[str]:
         for raw in fh:
             if raw.strip():
                 try:
-                    pairs = json.loads(raw.decode("utf-8", errors="replace"), object_pairs_hook=_pairs)
+                    text = raw.decode("utf-8", errors="replace").removeprefix("\ufeff")  # a byte-order mark
+                    pairs = json.loads(text, object_pairs_hook=_pairs)
                 except (ValueError, RecursionError):
                     raise InputError(
                         f"expected JSON lines (one object per line) in {path}, got a first line that is not JSON "
@@ -183,7 +185,9 @@ def parquet_batches(path, batch_size: int, columns: list[str] | None = None) -> 
 
 
 def _raw_batches(p: Path, fmt: str, cols: dict, batch_size: int) -> Iterator[pa.RecordBatch]:
-    needed = [c for c in cols.values() if c]
+    # one column may serve two roles (``--id-column url``): read it once (a repeated name would make the batch hold
+    # two columns of that name, and looking one up by name would pick neither)
+    needed = list(dict.fromkeys(c for c in cols.values() if c))
     if fmt == "parquet":
         try:
             yield from parquet_batches(p, batch_size, needed or None)
@@ -195,30 +199,115 @@ def _raw_batches(p: Path, fmt: str, cols: dict, batch_size: int) -> Iterator[pa.
                 "the file is corrupt or truncated: re-export it"
             ) from None
     elif fmt in ("csv", "tsv"):
-        delim = "," if fmt == "csv" else "\t"
-        header = _csv_header(p, delim)
-        types = {name: pa.binary() for name in header}
-        try:
-            reader = pacsv.open_csv(
-                p,
-                read_options=pacsv.ReadOptions(block_size=1 << 22, encoding="utf8"),
-                parse_options=pacsv.ParseOptions(delimiter=delim, newlines_in_values=True,
-                                                 quote_char='"' if fmt == "csv" else False),
-                convert_options=pacsv.ConvertOptions(column_types=types, include_columns=needed or None,
-                                                     check_utf8=False),
-            )
-            for b in reader:
-                for off in range(0, b.num_rows, batch_size):
-                    yield _decode_binary(b.slice(off, batch_size))
-        except InputError:
-            raise
-        except Exception as exc:
-            raise InputError(
-                f"expected well-formed {fmt.upper()} in {p}, got a parse error ({str(exc)[:200]}); "
-                "check the delimiter, quoting and that every row has the header's column count"
-            ) from None
+        yield from _csv_batches(p, fmt, needed, batch_size)
     else:
         yield from _jsonl_batches(p, needed, batch_size, cols.get("embedding"))
+
+
+def _csv_batches(p: Path, fmt: str, needed: list[str], batch_size: int) -> Iterator[pa.RecordBatch]:
+    """Arrow's streaming CSV reader. A quote that is never closed makes Arrow read the rest of the file as one value
+    of the last column, without an error: the last column is read too, and the file's last record is checked
+    before it is passed on. Errors name the file, the line and the kind of problem, never the row's content."""
+    delim = "," if fmt == "csv" else "\t"
+    header = _csv_header(p, delim)
+    last = header[-1]
+    include = list(dict.fromkeys([*needed, last])) if fmt == "csv" else needed  # needed: never empty here
+    try:
+        reader = pacsv.open_csv(
+            p,
+            read_options=pacsv.ReadOptions(block_size=1 << 22, encoding="utf8"),
+            parse_options=pacsv.ParseOptions(delimiter=delim, newlines_in_values=True,
+                                             quote_char='"' if fmt == "csv" else False),
+            convert_options=pacsv.ConvertOptions(column_types={name: pa.binary() for name in header},
+                                                 include_columns=include, check_utf8=False),
+        )
+        pending = None  # one block held back: the last one is checked before any of it is passed on
+        for b in reader:
+            yield from _csv_slices(pending, needed, batch_size)
+            pending = b
+    except InputError:
+        raise
+    except Exception as exc:
+        raise csv_parse_error(p, fmt, len(header), str(exc)) from None
+    if pending is not None:
+        if fmt == "csv" and pending.num_rows and last in pending.schema.names:
+            v = pending.column(pending.schema.get_field_index(last))[pending.num_rows - 1].as_py()
+            if v and (b"\n" in v or b"\r" in v):  # a multi-line last value: legitimate, or an unclosed quote
+                problem = diagnose_csv(p, delim, len(header))
+                if problem:
+                    raise _csv_problem(p, fmt, problem)
+        yield from _csv_slices(pending, needed, batch_size)
+
+
+def _csv_slices(b: pa.RecordBatch | None, needed: list[str], batch_size: int) -> Iterator[pa.RecordBatch]:
+    b = b.select(needed) if b is not None and b.schema.names != needed else b
+    for off in range(0, 0 if b is None else b.num_rows, batch_size):
+        yield _decode_binary(b.slice(off, batch_size))
+
+
+def _csv_problem(p: Path, fmt: str, problem: tuple[int, str]) -> InputError:
+    line, kind = problem
+    return InputError(f"expected well-formed {fmt.upper()} in {p}, got {kind} at line {line}; fix that row (check "
+                      "the delimiter and the quoting) or remove it")
+
+
+def csv_parse_error(p: Path, fmt: str, ncols: int, arrow_message: str) -> InputError:
+    """The error for a CSV/TSV file Arrow could not parse: the line and kind of the first bad record (Arrow's own
+    message quotes the row, which may be content the tool must not display, so it is never shown)."""
+    problem = diagnose_csv(p, "," if fmt == "csv" else "\t", ncols)
+    if problem:
+        return _csv_problem(p, fmt, problem)
+    m = re.search(r"Expected \d+ columns?, got \d+", arrow_message)
+    kind = m.group(0).lower() if m else "a parse error"
+    return InputError(f"expected well-formed {fmt.upper()} in {p}, got {kind}; check the delimiter, the quoting and "
+                      "that every row has the header's column count")
+
+
+def _unclosed(record: str) -> bool:
+    """Whether one CSV record's text ends inside a quoted value."""
+    try:
+        list(csv.reader(io.StringIO(record, newline=""), strict=True))
+    except csv.Error as exc:
+        return "unexpected end of data" in str(exc)
+    return False
+
+
+class _Lines:
+    """The lines a csv.reader asks for, counted, and kept until ``take`` (a quoted value may span lines)."""
+
+    def __init__(self, fh):
+        self.fh, self.seen, self.count = fh, [], 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        self.seen.append(next(self.fh))
+        self.count += 1
+        return self.seen[-1]
+
+    def take(self) -> str:
+        out, self.seen = "".join(self.seen), []
+        return out
+
+
+def diagnose_csv(p: Path, delim: str, ncols: int) -> tuple[int, str] | None:
+    """The first malformed record of a CSV/TSV file as (line number, kind), or None: a record with another number
+    of fields than the header, or a quote opened and never closed (only the last record can hold one: it runs to
+    the end of the file). One streaming pass with Python's csv module; only the failing paths call it."""
+    csv.field_size_limit(max(csv.field_size_limit(), (1 << 31) - 1))  # a caption may be longer than 128 KiB
+    quoting = csv.QUOTE_MINIMAL if delim == "," else csv.QUOTE_NONE
+    with open(p, encoding="utf-8", errors="replace", newline="") as fh:
+        lines = _Lines(fh)
+        start = 1
+        for rec in csv.reader(lines, delimiter=delim, quoting=quoting):
+            raw = lines.take()
+            if delim == "," and '"' in raw and _unclosed(raw):
+                return start, "a quote that is never closed (it runs to the end of the file)"
+            if rec and len(rec) != ncols:
+                return start, f"a row of {len(rec)} fields where the header has {ncols}"
+            start = lines.count + 1
+    return None
 
 
 def _decode_binary(b: pa.RecordBatch) -> pa.RecordBatch:
@@ -238,7 +327,8 @@ def parse_jsonl_line(raw: bytes, needed: list[str], lineno: int) -> dict:
     both compute the same item ids. A line that is not a JSON object, or is nested too deeply for the parser,
     is an error row (its fields null)."""
     try:
-        obj = json.loads(raw.decode("utf-8", errors="replace"))
+        text = raw.decode("utf-8", errors="replace")
+        obj = json.loads(text.removeprefix("\ufeff") if lineno == 1 else text)  # a byte-order mark starts line 1
         if not isinstance(obj, dict):
             raise ValueError("not an object")
         rec = {k: obj.get(k) for k in needed}

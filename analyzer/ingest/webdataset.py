@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 from analyzer.errors import InputError
 from analyzer.ingest.images import RowBuilder, as_vector, is_image_name, pick_name
 from analyzer.ingest.media import AUDIO_EXT_ORDER, VIDEO_EXT_ORDER, max_bytes_for, media_kind
+from analyzer.ingest.provenance import provenance_columns
 from analyzer.ingest.schema import ColumnSpec
 from analyzer.ingest.tabular import check_utf8_path
 
@@ -188,8 +189,9 @@ class WebDatasetReader:
             other = sorted(e for e in members if e != "json" and media_kind("x." + e) is None)
             errors.append(f"unsupported media type (.{other[0]}): not an image, video or audio member" if other
                           else "sample has no image, caption or embedding member")
+        prov = {r: fields.get(c) for r, c in provenance_columns(list(fields)).items() if c}  # punsafe, pwatermark
         return {"item_id": item_id, "file": file, "text": text, "url": field("url"), "source": field("source"),
-                "embedding": embedding, "image": image, "error": "; ".join(errors)[:300] or None}
+                "embedding": embedding, "image": image, "error": "; ".join(errors)[:300] or None, **prov}
 
 
 def zlib_error():

@@ -1,121 +1,28 @@
-"""Sign-off: a policy file (YAML) of gates, evaluated on a run after a removal strategy.
+"""Sign-off gates: a policy (analyzer/policy/policy_file.py) evaluated on a run after a removal strategy.
 
-A policy (see analyzer/policies/default.yaml and docs/risk-model.md)::
+Every gate has a status: ``pass``, ``fail`` or ``inconclusive`` (the data cannot say: coverage under the policy's
+floor, uncalibrated thresholds, too little data for R3, R2 not computed). The verdict is ``fail`` when any gate
+fails, else ``inconclusive`` when any gate is, else ``pass``; exit codes 0 pass, 1 fail, 3 inconclusive (2 stays
+bad input). The verdict names the dataset state it holds for (analyzer/policy/state.py).
 
-    policy: default
-    strategy: auto            # auto = the removal strategy with the fewest removals that passes the residual
-                              # gates; or a strategy name, or none
-    gates:
-      max_r1_after_removal: 0
-      max_hash_matches: 0
-      hash_matches_scope: input          # input (found in the scanned dataset) or after_removal
-      max_r3_score: 0.02
-      r3_group_kinds: [source, cluster]
-      max_r4: 0.02
-      max_r2_bridges_after_removal: null  # null = not gated
-      max_failed_share: 0.01
-      require_all_rows_accounted: true
-      require_calibrated: false
-      verify_input_hashes: true
-
-``evaluate_policy(con, root, policy)`` returns the verdict and one entry per gate with its figure.
-``load_policy`` raises :class:`InputError` (one line, exit 2) for anything malformed.
+``evaluate_policy(con, root, policy, config)`` returns the verdict, its headline, the dataset state and one entry
+per gate with its status and figure. docs/risk-model.md documents every gate and policy key.
 """
 from __future__ import annotations
 
-import hashlib
-import importlib.resources as resources
 from pathlib import Path
 
-import yaml
-
 from analyzer.errors import InputError
+from analyzer.policy.policy_file import GATE_DEFAULTS, default_policy_path, load_policy, parse_policy
+from analyzer.policy.state import (APPLY_REPORT, current_sha256, dataset_state, headline, read_apply_report,
+                                   remember_sha256, verify_applied)
 from analyzer.recommend import MIN_MINOR, STRATEGY_DOC, build_strategies, mark_recommended
+from analyzer.store.sql import run_query
 
-GATE_DEFAULTS = {
-    "max_r1_after_removal": 0,
-    "max_hash_matches": 0,
-    "hash_matches_scope": "input",
-    "max_r3_score": 0.02,
-    "r3_group_kinds": ["source", "cluster"],
-    "max_r4": 0.02,
-    "max_r2_bridges_after_removal": None,
-    "max_failed_share": 0.01,
-    "require_all_rows_accounted": True,
-    "require_calibrated": False,
-    "verify_input_hashes": True,
-}
-TOP_KEYS = {"policy", "version", "description", "strategy", "gates"}
-GROUP_KINDS = ("source", "shard", "cluster")
+__all__ = ["GATE_DEFAULTS", "build_recommendations", "choose_strategy", "default_policy_path", "evaluate_policy",
+           "exit_code", "format_signoff", "load_policy", "parse_policy", "remember_sha256"]
 RESIDUAL_GATES = ("r1_after_removal", "hash_matches", "r3_groups", "r4_exposure", "r2_bridges")
-
-
-def default_policy_path() -> Path:
-    return Path(str(resources.files("analyzer") / "policies" / "default.yaml"))
-
-
-def load_policy(path: str | Path | None = None) -> dict:
-    """Read and validate a policy file (the packaged default when ``path`` is None)."""
-    p = default_policy_path() if path is None else Path(path)
-    if not p.is_file():
-        raise InputError(f"expected a policy YAML file, got {str(path)!r} which does not exist; "
-                         f"start from {default_policy_path()}")
-    data = p.read_bytes()
-    try:
-        raw = yaml.safe_load(data.decode("utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        line = getattr(getattr(exc, "problem_mark", None), "line", None)
-        where = f" (line {line + 1})" if line is not None else ""
-        raise InputError(f"expected a valid YAML policy in {p}, got a parse error{where}; fix the file") from None
-    return parse_policy(raw, where=str(p), sha256=hashlib.sha256(data).hexdigest())
-
-
-def parse_policy(raw, *, where: str = "<policy>", sha256: str | None = None) -> dict:
-    def bad(expected, got):
-        raise InputError(f"expected {expected} in policy {where}, got {got}; fix the policy file "
-                         "(see analyzer/policies/default.yaml)")
-
-    if not isinstance(raw, dict):
-        bad("a mapping with a 'gates' section", type(raw).__name__)
-    unknown = set(raw) - TOP_KEYS
-    if unknown:
-        bad(f"only the keys {sorted(TOP_KEYS)}", f"unknown {sorted(map(str, unknown))}")
-    gates_raw = raw.get("gates")
-    if not isinstance(gates_raw, dict):
-        bad("a 'gates' mapping", type(gates_raw).__name__ if gates_raw is not None else "none")
-    unknown = set(gates_raw) - set(GATE_DEFAULTS)
-    if unknown:
-        bad(f"gate keys among {sorted(GATE_DEFAULTS)}", f"unknown {sorted(map(str, unknown))}")
-    gates = dict(GATE_DEFAULTS)
-    gates.update(gates_raw)
-    for key in ("max_r1_after_removal", "max_hash_matches"):
-        v = gates[key]
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            bad(f"{key}: a whole number >= 0", repr(v))
-    for key in ("max_r3_score", "max_r4", "max_failed_share"):
-        v = gates[key]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
-            bad(f"{key}: a number between 0 and 1", repr(v))
-    v = gates["max_r2_bridges_after_removal"]
-    if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
-        bad("max_r2_bridges_after_removal: null or a whole number >= 0", repr(v))
-    if gates["hash_matches_scope"] not in ("input", "after_removal"):
-        bad("hash_matches_scope: input or after_removal", repr(gates["hash_matches_scope"]))
-    kinds = gates["r3_group_kinds"]
-    if not isinstance(kinds, list) or not kinds or any(k not in GROUP_KINDS for k in kinds):
-        bad(f"r3_group_kinds: a non-empty list among {list(GROUP_KINDS)}", repr(kinds))
-    for key in ("require_all_rows_accounted", "require_calibrated", "verify_input_hashes"):
-        if not isinstance(gates[key], bool):
-            bad(f"{key}: true or false", repr(gates[key]))
-    strategy = raw.get("strategy", "auto")
-    if not isinstance(strategy, str) or not strategy:
-        bad("strategy: auto, none or a strategy name", repr(strategy))
-    name = raw.get("policy", Path(where).stem)
-    if not isinstance(name, (str, int, float)):
-        bad("policy: a name", repr(name))
-    return {"policy": str(name), "strategy": strategy, "gates": gates, "path": where, "sha256": sha256,
-            "description": str(raw.get("description", ""))}
-
+EXIT_CODES = {"pass": 0, "fail": 1, "inconclusive": 3}
 
 # ---- evaluation ----------------------------------------------------------------------------------------
 
@@ -150,28 +57,58 @@ def residual_gates(con, strategy: str, gates: dict) -> list[dict]:
     h = int((base if scope == "input" else res)["hash_items"] or 0)
     out.append(_gate("hash_matches", h <= gates["max_hash_matches"], h, gates["max_hash_matches"],
                      f"{h} known-hash matches {'in the scanned dataset' if scope == 'input' else 'left after removal'}"))
-    worst = _worst_group(con, strategy, gates["r3_group_kinds"])
-    score = float(worst[2]) if worst else 0.0
-    where = (f"{worst[0]} {worst[1]}, {worst[3]} items" if worst and score > 0
-             else "no ranked group holds both concepts")
-    out.append(_gate("r3_groups", score <= gates["max_r3_score"], round(score, 6), gates["max_r3_score"],
-                     f"max R3 score {score:.4f} over {'/'.join(gates['r3_group_kinds'])} groups ({where})"))
+    out.append(r3_gate(con, strategy, gates))
     r4 = float(res["exposure_index"] or 0.0)
     out.append(_gate("r4_exposure", r4 <= gates["max_r4"], round(r4, 6), gates["max_r4"],
                      f"exposure index {r4:.4f} (R1 share {res['r1_share']:.2g}, group co-occurrence "
                      f"{res['group_cooccurrence']:.3g}, bridge share {res['bridge_share']:.2g})"))
     if gates["max_r2_bridges_after_removal"] is not None:
-        b = int(res["r2_bridges"] or 0)
-        note = "" if res["r2_available"] else " (no embeddings kept: R2 not computed)"
-        out.append(_gate("r2_bridges", b <= gates["max_r2_bridges_after_removal"] and bool(res["r2_available"]), b,
-                         gates["max_r2_bridges_after_removal"], f"{b} R2 bridge items left{note}"))
+        b, limit = int(res["r2_bridges"] or 0), gates["max_r2_bridges_after_removal"]
+        if not res["r2_available"]:
+            out.append(_gate("r2_bridges", "inconclusive", b, limit,
+                             "R2 not computed (the run kept no embeddings): bridges cannot be counted"))
+        else:
+            out.append(_gate("r2_bridges", b <= limit, b, limit, f"{b} R2 bridge items left"))
     return out
 
 
-def choose_strategy(con, policy: dict) -> str:
-    """The policy's strategy; for ``auto`` the one with the fewest removals that passes the residual gates."""
+def r3_gate(con, strategy: str, gates: dict) -> dict:
+    """Max residual R3 score over the policy's group kinds; inconclusive (when not failed) where, in a kind the
+    run computed, less than ``min_r3_ranked_share`` of the items sit in groups large enough to rank
+    (queries/r3_support.sql): an empty or tiny R3 table is not evidence of safety."""
+    kinds, limit = gates["r3_group_kinds"], gates["max_r3_score"]
+    worst = _worst_group(con, strategy, kinds)
+    score = float(worst[2]) if worst else 0.0
+    where = (f"{worst[0]} {worst[1]}, {worst[3]} items" if worst and score > 0
+             else "no ranked group holds both concepts")
+    detail = f"max R3 score {score:.4f} over {'/'.join(kinds)} groups ({where})"
+    support = {r[0]: r for r in run_query(con, "r3_support", {"strategy": strategy}).fetchall()}
+    thin, skipped = [], []
+    for kind in kinds:
+        _, computed, items, ranked, groups, ranked_groups, share = support[kind]
+        if not computed:
+            skipped.append(f"{kind}: not computed (no embeddings kept)")
+        elif items and (share or 0.0) < gates["min_r3_ranked_share"]:
+            thin.append(f"{kind}: {ranked} of {items} items in {ranked_groups} of {groups} groups large enough "
+                        f"to rank ({share or 0:.0%})")
+    if skipped:
+        detail += "; " + "; ".join(skipped)
+    if score > limit:
+        return _gate("r3_groups", False, round(score, 6), limit, detail)
+    if thin:
+        return _gate("r3_groups", "inconclusive", round(score, 6), limit,
+                     f"{detail}; too little data: {'; '.join(thin)}, under the policy's minimum "
+                     f"{gates['min_r3_ranked_share']:.0%} (min_r3_ranked_share)")
+    return _gate("r3_groups", True, round(score, 6), limit, detail)
+
+
+def choose_strategy(con, policy: dict, *, applied: str | None = None) -> str:
+    """The policy's strategy; for ``auto`` the ``applied`` one (a verified apply of this run), else the one with the
+    fewest removals whose residual gates do not fail."""
     names = strategy_names(con)
     want = policy["strategy"]
+    if want == "auto" and applied in names:
+        return applied  # the dataset that now exists: the strategy applied and verified
     if want != "auto":
         if want not in names:
             raise InputError(f"expected the policy's strategy among auto, {', '.join(names)}, got {want!r}")
@@ -185,7 +122,7 @@ def choose_strategy(con, policy: dict) -> str:
     for name, _, _ in rows:
         gates = residual_gates(con, name, policy["gates"])
         # hash matches found in the input fail every strategy alike: they do not steer the choice
-        if all(g["passed"] for g in gates if not (input_scope and g["gate"] == "hash_matches")):
+        if all(g["status"] != "fail" for g in gates if not (input_scope and g["gate"] == "hash_matches")):
             return name
     return min(rows, key=lambda r: (r[2], r[1]))[0] if rows else "none"
 
@@ -201,23 +138,60 @@ def build_recommendations(con, store, *, bank_version: str, encoder_name: str, r
     return mark_recommended(con, store, recommended, bank_version=bank_version, encoder_name=encoder_name)
 
 
-def _gate(name, passed, figure, limit, detail) -> dict:
-    return {"gate": name, "passed": bool(passed), "figure": figure, "limit": limit, "detail": detail}
+def applied_strategy(con, root, config) -> str | None:
+    """The strategy of a verified RUN/apply_report.json (analyzer/policy/state.py), else None."""
+    if root is None or not (Path(root) / APPLY_REPORT).is_file():
+        return None
+    report = read_apply_report(Path(root) / APPLY_REPORT)
+    ok, _ = verify_applied(con, root, report, report["strategy"], config or {})
+    return report["strategy"] if ok else None
+
+
+def _gate(name, status, figure, limit, detail) -> dict:
+    """One gate: ``status`` True/False (pass/fail) or "inconclusive"; ``passed`` is true only for pass."""
+    status = status if isinstance(status, str) else ("pass" if status else "fail")
+    return {"gate": name, "status": status, "passed": status == "pass", "figure": figure, "limit": limit,
+            "detail": detail}
 
 
 def coverage_gate(con, root: Path, config: dict, gates: dict) -> dict:
-    total, failed, min_row, max_row = con.execute(
-        "SELECT count(*), count(*) FILTER (WHERE status <> 'ok'), min(row_idx), max(row_idx) FROM items"
-    ).fetchone()
+    """Inconclusive when the assessed share is under ``min_assessed_share``, the failed share over
+    ``max_failed_share``, or (with ``require_all_rows_accounted``) an input row is not in the catalog. Items not
+    assessed only because their modality is uncalibrated count as assessed when the policy allows uncalibrated
+    thresholds (``require_calibrated: false``)."""
+    total, failed, assessed, reasons, min_row, max_row = con.execute(
+        "SELECT count(*), count(*) FILTER (WHERE status <> 'ok'), count(*) FILTER (WHERE assessed), "
+        "histogram(not_assessed) FILTER (WHERE NOT assessed), min(row_idx), max(row_idx) FROM items").fetchone()
+    reasons = sorted((reasons or {}).items(), key=lambda kv: (-kv[1], kv[0]))
+    uncal = dict(reasons).get("uncalibrated_modality", 0)
+    if not gates["require_calibrated"]:
+        assessed += uncal
     input_rows = _input_rows(config)
     contiguous = rows_contiguous(con, total, min_row, max_row)
     accounted = contiguous and (input_rows is None or input_rows == total)
     share = failed / total if total else 1.0
-    ok = share <= gates["max_failed_share"] and (accounted or not gates["require_all_rows_accounted"]) and total > 0
+    covered = assessed / total if total else 0.0
+    ok = (total > 0 and covered >= gates["min_assessed_share"] and share <= gates["max_failed_share"]
+          and (accounted or not gates["require_all_rows_accounted"]))
     src = f"{input_rows} input rows" if input_rows is not None else "input rows not countable from metadata"
-    return _gate("scan_coverage", ok, round(share, 6), gates["max_failed_share"],
-                 f"{total - failed} scanned + {failed} failed = {total} rows ({src}; row positions "
-                 f"{'contiguous' if contiguous else 'NOT contiguous'}); failed share {share:.4f}")
+    why = ", ".join(f"{n} {r}" for r, n in reasons) or "none"
+    return _gate("scan_coverage", True if ok else "inconclusive", round(covered, 6), gates["min_assessed_share"],
+                 f"{assessed} of {total} items assessed ({covered:.2%}; not assessed: {why}); {total - failed} "
+                 f"scanned + {failed} failed = {total} rows ({src}; row positions "
+                 f"{'contiguous' if contiguous else 'NOT contiguous'}); failed share {share:.4f} "
+                 f"(limit {gates['max_failed_share']})")
+
+
+def calibration_gate(con, gates: dict) -> dict:
+    cal = con.execute("SELECT value FROM runs WHERE key = 'calibrated'").fetchone()
+    ok = bool(cal and cal[0] == "True")
+    if ok:
+        return _gate("calibration", True, True, True, "thresholds calibrated for this encoder/modality")
+    if gates["require_calibrated"]:
+        return _gate("calibration", "inconclusive", False, True, "thresholds are UNCALIBRATED for this "
+                     "encoder/modality: the counts are indicative only (calibrate with `analyzer probe fit`)")
+    return _gate("calibration", True, False, False, "thresholds are UNCALIBRATED; allowed by this policy "
+                 "(require_calibrated: false): the counts are indicative only")
 
 
 BITSET_ROWS = 1 << 28  # up to this many rows the distinct positions are counted in a bitset (32 MB a thread)
@@ -254,33 +228,6 @@ def _input_rows(config: dict) -> int | None:
     return total if config.get("inputs") else None
 
 
-# sha256 of input files hashed by this process moments ago (pipeline.finalize), keyed by (resolved path, size,
-# mtime_ns): the scan's own sign-off does not read a 10 GB input twice; a changed size or mtime re-hashes.
-_FRESH_SHA256: dict[tuple, str] = {}
-
-
-def _stat_key(p: Path):
-    try:
-        st = Path(p).resolve().stat()
-    except OSError:
-        return None
-    return (str(Path(p).resolve()), st.st_size, st.st_mtime_ns)
-
-
-def remember_sha256(p, sha256: str) -> None:
-    """Record the sha256 just computed for ``p`` (used by the scan's own sign-off, see fingerprint_gate)."""
-    key = _stat_key(p)
-    if key is not None and sha256:
-        _FRESH_SHA256[key] = sha256
-
-
-def _current_sha256(p: Path) -> str:
-    from analyzer.ingest import file_sha256
-
-    fresh = _FRESH_SHA256.get(_stat_key(p))
-    return fresh if fresh else file_sha256(p)
-
-
 def fingerprint_gate(config: dict, verify: bool) -> dict:
     inputs = config.get("inputs", [])
     missing = [k for k in ("analyzer_version",) if not config.get(k)]
@@ -290,7 +237,7 @@ def fingerprint_gate(config: dict, verify: bool) -> dict:
     if verify:
         for x in inputs:
             p = Path(x.get("resolved") or x.get("path", ""))
-            if not p.is_file() or (x.get("sha256") and _current_sha256(p) != x["sha256"]):
+            if not p.is_file() or (x.get("sha256") and current_sha256(p) != x["sha256"]):
                 changed.append(str(p))
     ok = bool(inputs) and not missing and not changed
     detail = (f"{len(inputs)} input file(s), bank, encoder, model and analyzer version recorded"
@@ -302,29 +249,39 @@ def fingerprint_gate(config: dict, verify: bool) -> dict:
     return _gate("fingerprints", ok, len(changed) + len(missing), 0, detail)
 
 
+def verdict_of(gates: list[dict]) -> str:
+    statuses = {g["status"] for g in gates}
+    return "fail" if "fail" in statuses else "inconclusive" if "inconclusive" in statuses else "pass"
+
+
+def exit_code(verdict: str) -> int:
+    """0 pass, 1 fail, 3 inconclusive (2 is bad input, raised before any verdict)."""
+    return EXIT_CODES[verdict]
+
+
 def evaluate_policy(con, root: Path, policy: dict, config: dict) -> dict:
-    strategy = choose_strategy(con, policy)
+    strategy = choose_strategy(con, policy, applied=applied_strategy(con, root, config))
     gates = policy["gates"]
     out = residual_gates(con, strategy, gates)
     out.append(coverage_gate(con, root, config, gates))
-    if gates["require_calibrated"]:
-        cal = con.execute("SELECT value FROM runs WHERE key = 'calibrated'").fetchone()
-        ok = bool(cal and cal[0] == "True")
-        out.append(_gate("calibration", ok, ok, True, "thresholds calibrated for this encoder/modality" if ok
-                         else "thresholds are UNCALIBRATED for this encoder/modality"))
+    out.append(calibration_gate(con, gates))
     out.append(fingerprint_gate(config, gates["verify_input_hashes"]))
     removed = con.execute("SELECT count(DISTINCT item_id) FROM recommendations WHERE strategy = ?",
                           [strategy]).fetchone()[0]
-    return {"verdict": "pass" if all(g["passed"] for g in out) else "fail", "policy": policy["policy"],
-            "policy_path": policy["path"], "policy_sha256": policy["sha256"], "strategy": strategy,
-            "items_removed": int(removed), "gates": out}
+    state = dataset_state(con, root, strategy, int(removed), config)
+    if state["applied_strategy"] == strategy:  # an apply of this strategy is on record: it must prove the removal
+        out.append(_gate("applied_output", state["verified"], state["verified"], True, state["detail"]))
+    verdict = verdict_of(out)
+    return {"verdict": verdict, "headline": headline(verdict, state), "dataset_state": state,
+            "policy": policy["policy"], "policy_path": policy["path"], "policy_sha256": policy["sha256"],
+            "strategy": strategy, "items_removed": int(removed), "gates": out}
 
 
 def format_signoff(res: dict) -> str:
     lines = [f"policy {res['policy']} ({res['policy_path']}); strategy {res['strategy']} "
              f"({res['items_removed']} items removed)"]
     for g in res["gates"]:
-        lines.append(f"{'PASS' if g['passed'] else 'FAIL'}  {g['gate']:<17} {g['figure']!s:>10} "
+        lines.append(f"{g['status'].upper():<4}  {g['gate']:<17} {g['figure']!s:>10} "
                      f"(limit {g['limit']})  {g['detail']}")
-    lines.append(f"verdict: {res['verdict'].upper()}")
+    lines.append(f"verdict: {res['verdict'].upper()}: {res['headline']}")
     return "\n".join(lines)

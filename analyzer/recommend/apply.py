@@ -5,7 +5,8 @@ The original input files listed in ``config.resolved.yaml`` are streamed batch b
 hash of url and text; a JSONL line the scan could not parse gets the same ``FILE:rowN`` id), and the row is kept
 unless that id is among the strategy's removals. Rows are matched by id, never by position. Output: one file per
 input file in the same format. Kept rows are byte-identical: JSONL lines and CSV/TSV records (with the header line,
-a byte-order mark and bytes that are not UTF-8) are copied as they are in the input; parquet keeps the schema.
+a byte-order mark and bytes that are not UTF-8) are copied as they are in the input; parquet keeps the schema. A
+JSONL file's byte-order mark starts the output also when the first line is removed.
 
 One writer: apply holds the writer lock of DIR (analyzer/store/lock.py); a second apply into the same DIR exits 2
 naming the first. Each file is written under a temporary name unique to this apply, read back and checked, and
@@ -45,10 +46,11 @@ from analyzer.store.rundir import atomic_write, open_store
 
 BATCH = 65536
 _MASK = (1 << 64) - 1
+UTF8_BOM = b"\xef\xbb\xbf"
 UNPARSED = "\0unparsed row"  # the key of a row the scan could not parse (its id is its row number)
 
 
-def _digest(keys) -> int:
+def id_digest(keys) -> int:
     """Order-free multiset digest: sum of the first 8 bytes of sha256(key), mod 2^64."""
     total = 0
     for x in keys:
@@ -149,6 +151,8 @@ def _jsonl_batches(p: Path, cols: dict, file: str, row: int):
             if not raw.strip():
                 continue  # blank lines are not rows (the scan skips them too)
             recs.append(parse_jsonl_line(raw, needed, lineno))
+            if lineno == 1:
+                raw = raw.removeprefix(UTF8_BOM)  # written at the start of the output (_Writer), kept or not
             lines.append(raw if raw.endswith(b"\n") else raw + b"\n")
             if len(recs) >= BATCH:
                 yield *_ids(_rows_to_batch(recs, needed, None), cols, file, row), lines
@@ -174,6 +178,10 @@ class _Writer:
             self.pw = pq.ParquetWriter(path, pq.ParquetFile(src).schema_arrow, compression="zstd")
         else:
             self.fh = open(path, "wb")
+            if fmt == "jsonl":
+                with open(src, "rb") as fh:
+                    if fh.read(len(UTF8_BOM)) == UTF8_BOM:
+                        self.fh.write(UTF8_BOM)  # the input's byte-order mark, also when its first line is removed
             if fmt in ("csv", "tsv"):
                 records = csv_records(src, "," if fmt == "csv" else "\t")
                 self.fh.write(next(records))  # the header line as it is
@@ -291,8 +299,8 @@ def _apply(store, strategy: str, removal: set[str], paths, targets: list[Path], 
                     n["removed"] += int((~keep).sum())
                     found.update(x for x, k in zip(ids, keep) if not k)
                     _sequence(kept_seq, (x for x, k in zip(keys, keep) if k))
-                    dig["input"] = (dig["input"] + _digest(keys)) & _MASK
-                    dig["removed"] = (dig["removed"] + _digest(x for x, k in zip(keys, keep) if not k)) & _MASK
+                    dig["input"] = (dig["input"] + id_digest(keys)) & _MASK
+                    dig["removed"] = (dig["removed"] + id_digest(x for x, k in zip(keys, keep) if not k)) & _MASK
             finally:
                 w.close()
             row += n["input"]
@@ -344,7 +352,7 @@ def _read_back(fmt: str, tmp: Path, cols: dict, file: str, removal: set[str]) ->
         _sequence(seq, keys)
         rows += len(keys)
         leaked += sum(1 for x, k in zip(ids, keys) if k != UNPARSED and x in removal)
-        digest = (digest + _digest(keys)) & _MASK
+        digest = (digest + id_digest(keys)) & _MASK
     return {"rows": rows, "sequence": seq.hexdigest(), "leaked": leaked, "digest": digest, "sha256": file_sha256(tmp)}
 
 

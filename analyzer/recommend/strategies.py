@@ -9,8 +9,7 @@
 """
 from __future__ import annotations
 
-import pyarrow.parquet as pq
-
+from analyzer.store.rundir import atomic_parquet
 from analyzer.store.sql import load_query
 
 MIN_MINOR = 1  # minor items (screen) that make a group one "where minors are present"
@@ -83,5 +82,5 @@ def mark_recommended(con, store, recommended: str, *, bank_version: str, encoder
             ORDER BY r.action DESC, r.item_id
     """, params={"bank": bank_version, "model": encoder_name, "rec": recommended}).to_arrow_table()
     if store is not None:
-        pq.write_table(manifest, store.root / "removal_manifest.parquet")
+        atomic_parquet(manifest, store.root / "removal_manifest.parquet")  # temporary name, 0600, renamed
     return recommended

@@ -1,7 +1,9 @@
 """The sign-off report: report.md, a self-contained report.html (figures embedded), summary.json, signoff.json.
 
-Modules: ``summary`` (summary.json), ``risk_sections`` (sign-off, residual risk per strategy, R4, R2, R3),
-``figures`` (matplotlib PNGs), ``render`` (Markdown and HTML).
+Modules: ``summary`` (summary.json), ``executive`` (the first screen: the verdict for a dataset state, what was
+examined, what to do first), ``glossary``, ``coverage`` (assessed / not assessed by reason, modality, source, file),
+``risk_sections`` (sign-off, residual risk per strategy, R4, R2, R3), ``languages``, ``provenance``,
+``model_card``, ``figures`` (matplotlib PNGs), ``render`` (Markdown and HTML).
 Nothing flagged is ever shown: R1 and adult-sexual items appear by id, source and scores only.
 
 Writing (scan, ``report``, ``signoff``; each holds the run's writer lock): every file is first written completely
@@ -21,6 +23,7 @@ import shutil
 from pathlib import Path
 
 from analyzer.reporting import figures
+from analyzer.reporting.provenance import provenance_section
 from analyzer.reporting.render import render_html, render_markdown
 from analyzer.reporting.risk_sections import risk_sections
 from analyzer.reporting.summary import build_summary, dumps
@@ -64,6 +67,8 @@ def _prepare(store: RunStore, stage: Path, policy) -> tuple[dict, dict, list[Pat
                 figures.sources(con, figdir)]
         sections = risk_sections(con, store, summary, policy, figdir=figdir)  # sign-off, residual risk, R4, R2, R3
         figs += sections["figures"]
+        provenance = provenance_section(con, summary)  # punsafe, pwatermark, C2PA: "" when no item carries them
+        sections["markdown"] += "\n\n" + provenance if provenance else ""
         r1_rows = con.execute(
             "SELECT item_id, source, round(minor_score, 3), round(adult_sexual_score, 3), reasons FROM item_risk_flagged "
             "WHERE r1 ORDER BY item_id LIMIT 50").fetchall()

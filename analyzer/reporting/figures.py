@@ -1,5 +1,9 @@
 """Matplotlib figures of the report (Agg backend; PNG files under RUN/figures/): prevalence, score distributions,
-sources, clusters (R3), R2 neighbourhood shares and the removal trade-off curve."""
+sources, clusters (R3), R2 neighbourhood shares, coverage by modality and residual risk per removal strategy.
+
+Readable on 20 rows and on 10M: one row per category (never labels placed at data points, which collide), long
+labels shortened, legends outside the bars, counts with thousands separators; a figure with nothing to draw is an
+empty state (a sentence saying why, no axes), never empty axes."""
 from __future__ import annotations
 
 import os
@@ -47,10 +51,32 @@ def warm() -> None:
     plt.close(fig)
 
 
-def _save(fig, path: Path) -> Path:
+LABEL_CHARS = 40  # longer group labels are shortened with an ellipsis
+
+
+def short(label: str, n: int = LABEL_CHARS) -> str:
+    label = str(label)
+    return label if len(label) <= n else label[:n - 1] + "\u2026"
+
+
+def empty_state(path: Path, title: str, message: str) -> Path:
+    """A figure that says why there is nothing to draw (no axes)."""
+    fig = plt.figure(figsize=(7, 1.3))
+    fig.text(0.5, 0.68, title, ha="center", va="center", fontsize=12, fontweight="bold")
+    fig.text(0.5, 0.3, message, ha="center", va="center", fontsize=9, color="#555", wrap=True)
+    return _save(fig, path, tight=False)
+
+
+def _legend_outside(ax) -> None:
+    """The legend right of the axes, where it can cover no bar."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+
+
+def _save(fig, path: Path, *, tight: bool = True) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    if tight:
+        fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight" if tight else None)
     plt.close(fig)
     return path
 
@@ -75,6 +101,8 @@ def prevalence_rows(summary: dict) -> list[tuple]:
 def prevalence(con, out: Path, rows: list[tuple] | None = None) -> Path:
     """Concept prevalence at both points; ``rows`` as queries/prevalence.sql returns them (else it is run)."""
     rows = run_query(con, "prevalence").fetchall() if rows is None else rows
+    if not rows or not rows[0][1]:
+        return empty_state(out / "prevalence.png", "Concept prevalence", "No item was scored: nothing to count.")
     names = [r[0] for r in rows]
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.5))
     y = np.arange(len(names))
@@ -86,9 +114,9 @@ def prevalence(con, out: Path, rows: list[tuple] | None = None) -> Path:
                 xerr=[np.maximum(rate - lo, 0), np.maximum(hi - rate, 0)], capsize=2)
     ax.set_yticks(y, names)
     ax.invert_yaxis()
-    ax.set_xlabel("% of scanned items (Wilson 95% interval)")
+    ax.set_xlabel(f"% of the {rows[0][1]:,} scanned items (Wilson 95% interval)")
     ax.set_title("Concept prevalence")
-    ax.legend(loc="lower right")
+    _legend_outside(ax)
     return _save(fig, out / "prevalence.png")
 
 
@@ -100,7 +128,14 @@ def score_distributions(con, out: Path, operating_points: dict) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
     bins = np.linspace(0, 1, HIST_BINS + 1)
     both = histogram(con, "SELECT minor_score, adult_sexual_score FROM item_scores", bins)
+    if not both.sum():
+        plt.close(fig)
+        return empty_state(out / "score_distributions.png", "Score distributions", "No item was scored.")
     for ax, c, counts in zip(axes, ("minor", "adult_sexual"), both):
+        if not counts.sum():
+            ax.set_axis_off()
+            ax.text(0.5, 0.5, f"no {c} scores", ha="center", va="center", transform=ax.transAxes, color="#555")
+            continue
         # the counts drawn as ax.hist draws the scores themselves (same bars), without every score in Python
         ax.hist(bins[:-1], bins=bins, weights=counts, color="#5b7fa6", log=True)
         ax.yaxis.set_minor_locator(NullLocator())  # decades only: minor log ticks were a third of the drawing time
@@ -108,7 +143,7 @@ def score_distributions(con, out: Path, operating_points: dict) -> Path:
             t = operating_points.get(c, {}).get(point, {}).get("threshold")
             if t is not None:
                 ax.axvline(t, color="#c0392b", linestyle=style, label=f"{point} {t:.2f}")
-        ax.set_title(f"{c} score")
+        ax.set_title(f"{c} score ({int(counts.sum()):,} items)")
         ax.set_xlabel("calibrated probability")
         ax.legend(fontsize=8)
     axes[0].set_ylabel("items (log)")
@@ -135,11 +170,17 @@ def histogram(con, sql: str, bins: np.ndarray, params: list | None = None, batch
 def sources(con, out: Path, top: int = 15) -> Path:
     rows = con.execute(
         "SELECT group_id, items, minor_rate, minor_rate_lo, minor_rate_hi, adult_sexual_rate, "
-        "adult_sexual_rate_lo, adult_sexual_rate_hi, score FROM group_risk WHERE group_kind = 'source' "
-        "ORDER BY score DESC, items DESC LIMIT ?", [top]).fetchall()
-    return rate_bars(rows, out / "sources.png", labels=[f"{r[0]} (n={r[1]}, score {r[8]:.2f})" for r in rows],
+        "adult_sexual_rate_lo, adult_sexual_rate_hi, score, both_concepts FROM group_risk WHERE group_kind = 'source' "
+        "ORDER BY rank LIMIT ?", [top]).fetchall()
+    title = "Co-occurrence by source (most co-occurring items first)"
+    if not any((r[2] or 0) + (r[5] or 0) for r in rows):
+        why = ("No source has the minimum support of items to be ranked." if not rows else
+               f"None of the {len(rows)} ranked sources holds minor or adult_sexual items at the screen threshold.")
+        return empty_state(out / "sources.png", title, why)
+    return rate_bars(rows, out / "sources.png", labels=[f"{short(r[0])} (n={r[1]:,}; both {r[9]:,}; score {r[8]:.2f})"
+                                                   for r in rows],
                      xlabel="% of the source's items at screen (Wilson 95% interval)",
-                     title="Co-occurrence by source (riskiest first)")
+                     title=title)
 
 
 def rate_bars(rows, path: Path, *, labels, xlabel: str, title: str) -> Path:
@@ -158,20 +199,21 @@ def rate_bars(rows, path: Path, *, labels, xlabel: str, title: str) -> Path:
     ax.invert_yaxis()
     ax.set_xlabel(xlabel)
     ax.set_title(title)
-    ax.legend(loc="lower right")
+    _legend_outside(ax)
     return _save(fig, path)
 
 
 def clusters(con, out: Path, top: int = 15) -> Path | None:
     rows = con.execute(
         "SELECT group_id, items, minor_rate, minor_rate_lo, minor_rate_hi, adult_sexual_rate, adult_sexual_rate_lo, "
-        "adult_sexual_rate_hi, score FROM group_risk WHERE group_kind = 'cluster' "
-        "ORDER BY score DESC, minor + adult_sexual DESC, items DESC, group_id LIMIT ?", [top]).fetchall()
-    if not rows:
-        return None
-    return rate_bars(rows, out / "clusters.png", labels=[f"cluster {r[0]} (n={r[1]}, score {r[8]:.2f})" for r in rows],
+        "adult_sexual_rate_hi, score, both_concepts FROM group_risk WHERE group_kind = 'cluster' "
+        "ORDER BY rank LIMIT ?", [top]).fetchall()
+    if not any((r[2] or 0) + (r[5] or 0) for r in rows):
+        return None  # the R3 section says why (no cluster ranked, or none holds either concept)
+    return rate_bars(rows, out / "clusters.png",
+                     labels=[f"cluster {r[0]} (n={r[1]:,}; both {r[9]:,}; score {r[8]:.2f})" for r in rows],
                      xlabel="% of the cluster's items at screen (Wilson 95% interval)",
-                     title="Co-occurrence by embedding cluster (riskiest first)")
+                     title="Co-occurrence by embedding cluster (most co-occurring items first)")
 
 
 def neighbourhoods(con, out: Path) -> Path | None:
@@ -197,32 +239,60 @@ def neighbourhoods(con, out: Path) -> Path | None:
     return _save(fig, out / "neighbourhoods.png")
 
 
-def tradeoff(con, out: Path) -> Path | None:
+def tradeoff(con, out: Path, *, r3_limit: float | None = None, r4_limit: float | None = None) -> Path | None:
+    """Residual risk per removal strategy, one row each (fewest removals first): the R4 exposure index and the
+    highest R3 score after removal, with the policy's limits; the tick labels say what each removes."""
     rows = con.execute("""
         SELECT d.strategy, coalesce(s.items_removed, 0), d.exposure_index, d.r1_items,
-               greatest(d.r3_max_source, d.r3_max_cluster), d.r2_bridges, coalesce(s.recommended, false)
+               greatest(d.r3_max_source, d.r3_max_cluster), d.r2_bridges, coalesce(s.recommended, false), d.scanned
         FROM dataset_risk_by_strategy AS d LEFT JOIN strategies AS s USING (strategy)
-        ORDER BY coalesce(s.items_removed, 0), d.strategy = 'none' DESC
+        ORDER BY coalesce(s.items_removed, 0), d.strategy = 'none' DESC, d.strategy
     """).fetchall()
     if not rows:
         return None
-    x = np.array([r[1] for r in rows], dtype=float)
-    fig, ax = plt.subplots(figsize=(9, 4.6))
-    ax.plot(x, [r[2] for r in rows], "o-", color="#c0392b", label="R4 exposure index")
-    ax.plot(x, [r[4] for r in rows], "s--", color="#3c8dbc", label="max R3 score (source/cluster)")
-    for i, r in enumerate(rows):
-        label = r[0] + (" *" if r[6] else "") + f"\nR1 {r[3]}, bridges {r[5]}"
-        ax.annotate(label, (r[1], r[2]), textcoords="offset points", xytext=(4, 8 + 30 * (i % 3)), fontsize=7,
-                    fontweight="bold" if r[6] else "normal", arrowprops={"arrowstyle": "-", "color": "#999", "lw": 0.5})
-    rec = [r for r in rows if r[6]]
-    if rec:
-        ax.plot([rec[0][1]], [rec[0][2]], marker="*", markersize=14, color="#f0a35e", linestyle="none",
-                label=f"recommended ({rec[0][0]})")
-    ax.set_xlabel("items removed")
-    ax.set_ylabel("residual risk")
-    ax.set_title("Removal strategies: items removed vs residual risk")
-    top = max([r[2] or 0 for r in rows] + [r[4] or 0 for r in rows] + [0.01])
-    ax.set_ylim(0, top * 1.45)
-    ax.set_xlim(-0.03 * max(x.max(), 1), x.max() * 1.25 + 1)
-    ax.legend(loc="upper right", fontsize=8)
+    total = max(r[1] + (r[7] or 0) for r in rows if r[0] == "none") if any(r[0] == "none" for r in rows) else None
+    labels = []
+    for r in rows:
+        removed = f"{r[1]:,}" + (f" ({100 * r[1] / total:.2g}%)" if total else "")
+        labels.append(f"{'* ' if r[6] else ''}{short(r[0], 28)}\nremoves {removed}; R1 left {r[3]:,}")
+    y = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(9, 0.62 * len(rows) + 1.8))
+    r4 = np.array([r[2] or 0 for r in rows])
+    r3 = np.array([r[4] or 0 for r in rows])
+    ax.barh(y - 0.19, r4, height=0.36, color="#c0392b", label="R4 exposure index")
+    ax.barh(y + 0.19, r3, height=0.36, color="#3c8dbc", label="max R3 score (source/cluster)")
+    for limit, color, name in ((r4_limit, "#c0392b", "R4 limit"), (r3_limit, "#3c8dbc", "R3 limit")):
+        if limit is not None:
+            ax.axvline(limit, color=color, linestyle="--", linewidth=1, label=f"policy {name} {limit:g}")
+    ax.set_yticks(y, labels, fontsize=8)
+    for tick, r in zip(ax.get_yticklabels(), rows):
+        if r[6]:
+            tick.set_fontweight("bold")
+    ax.invert_yaxis()
+    top = max([*r4, *r3, r4_limit or 0, r3_limit or 0, 0.01])
+    ax.set_xlim(0, top * 1.1)
+    ax.set_xlabel("residual risk after the removal (0 = none left; * = recommended)")
+    ax.set_title("Removal strategies: residual risk")
+    _legend_outside(ax)
     return _save(fig, out / "tradeoff.png")
+
+
+def coverage(cov: dict, out: Path) -> Path:
+    """Assessed and not assessed items per modality (summary.json ``coverage``), as shares with counts."""
+    rows = cov.get("by_modality") or []
+    title = "Coverage by modality"
+    if not rows:
+        return empty_state(out / "coverage.png", title, "No items.")
+    y = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(rows) + 1.5))
+    n = np.array([max(r["items"], 1) for r in rows], dtype=float)
+    a = np.array([r["assessed"] for r in rows]) / n * 100
+    ax.barh(y, a, color="#1e7e34", label="assessed")
+    ax.barh(y, 100 - a, left=a, color="#b7791f", label="not assessed")
+    ax.set_yticks(y, [f"{short(r['modality'], 20)}: {r['items']:,} items,\n{r['assessed']:,} assessed" for r in rows])
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("% of the modality's items")
+    ax.set_title(title)
+    _legend_outside(ax)
+    return _save(fig, out / "coverage.png")

@@ -1,8 +1,10 @@
-"""The report's risk sections: sign-off, residual risk per strategy, R4, R2 bridges, R3 groups, and their figures.
+"""The report's risk sections: the executive summary (analyzer/reporting/executive.py), coverage, sign-off,
+residual risk per strategy, R4, R2 bridges, R3 groups, languages, and their figures.
 
-Called by :func:`analyzer.reporting.write_report`. Adds to ``summary``: ``verdict`` ('pass' / 'fail'),
-``signoff`` (policy, strategy, gates), ``r2``, ``r3``, ``clusters`` and the residual figures of each
-strategy (written to ``RUN/signoff.json`` by write_report). Items appear by id and scores only, never by caption.
+Called by :func:`analyzer.reporting.write_report`. Adds to ``summary``: ``verdict`` (pass / fail / inconclusive),
+``signoff`` (policy, strategy, gates), ``r2``, ``r3``, ``clusters``, ``media_decided`` and the residual figures of
+each strategy (written to ``RUN/signoff.json`` by write_report). Items appear by id and scores only, never by
+caption. The executive block leads the returned Markdown; render_markdown puts it first in the report.
 """
 from __future__ import annotations
 
@@ -11,7 +13,9 @@ from pathlib import Path
 import yaml
 
 from analyzer.reporting import figures
-from analyzer.reporting.render import table
+from analyzer.reporting.coverage import coverage_section
+from analyzer.reporting.executive import executive_section, gate_status, state_label
+from analyzer.reporting.render import count_pct, pct, table
 
 
 def _rows(con, sql: str, params=None) -> list[dict]:
@@ -44,6 +48,7 @@ def risk_sections(con, store, summary: dict, policy, *, figdir: Path | None = No
     res = signoff_result(con, root, policy)
     summary["verdict"] = res["verdict"]
     summary["signoff"] = res
+    summary["dataset_state"] = res["dataset_state"]  # the state the verdict is about (analyzer/policy/state.py)
 
     settings = risk_settings(con)
     d = _rows(con, "SELECT * FROM dataset_risk")[0]
@@ -59,9 +64,9 @@ def risk_sections(con, store, summary: dict, policy, *, figdir: Path | None = No
     groups = {}
     for kind in ("source", "shard", "cluster"):
         groups[kind] = _rows(con, "SELECT group_id, items, minor, adult_sexual, both_concepts, minor_rate, minor_rate_lo, "
-                                  "minor_rate_hi, adult_sexual_rate, adult_sexual_rate_lo, adult_sexual_rate_hi, lift, "
-                                  "lift_lo, lift_hi, score, rank FROM group_risk WHERE group_kind = ? ORDER BY rank "
-                                  "LIMIT 10", [kind])
+                                  "minor_rate_hi, adult_sexual_rate, adult_sexual_rate_lo, adult_sexual_rate_hi, "
+                                  "cooccurrence_share, cooccurrence_share_lo, cooccurrence_share_hi, score, rank "
+                                  "FROM group_risk WHERE group_kind = ? ORDER BY rank LIMIT 10", [kind])
     summary["r3"] = {"min_items": settings["min_items"], "point": settings["point"], "top": groups}
     summary["clusters"] = {"k": con.execute("SELECT count(DISTINCT cluster) FROM clusters").fetchone()[0]}
     strat = {r["strategy"]: r for r in _rows(con, "SELECT * FROM strategies")}
@@ -72,10 +77,14 @@ def risk_sections(con, store, summary: dict, policy, *, figdir: Path | None = No
             s[key] = row.get(key)
 
     figdir = figdir or root / "figures"
-    figs = [f for f in (figures.tradeoff(con, figdir), figures.clusters(con, figdir),
-                        figures.neighbourhoods(con, figdir)) if f is not None]
-    markdown = _markdown(res, d, settings, bridges, groups, summary)
-    markdown += "\n\n" + _language_markdown(root, summary)  # analyzer/reporting/languages.py
+    limits = {g["gate"]: g["limit"] for g in res["gates"]}
+    figs = [f for f in (figures.coverage(summary["coverage"], figdir),
+                        figures.tradeoff(con, figdir, r3_limit=limits.get("r3_groups"),
+                                         r4_limit=limits.get("r4_exposure")),
+                        figures.clusters(con, figdir), figures.neighbourhoods(con, figdir)) if f is not None]
+    markdown = "\n\n".join([executive_section(root, summary), coverage_section(con, summary),
+                             _markdown(res, d, settings, bridges, groups, summary, history_markdown(root)),
+                             _language_markdown(root, summary)])  # analyzer/reporting/languages.py
     return {"markdown": markdown, "figures": figs}
 
 
@@ -88,18 +97,44 @@ def _language_markdown(root: Path, summary: dict) -> str:
     return language_section(summary, json.loads(model_path.read_text()) if model_path.exists() else {})
 
 
-def _markdown(res, d, settings, bridges, groups, summary) -> str:
-    gates = [["PASS" if g["passed"] else "**FAIL**", g["gate"], g["figure"], g["limit"], g["detail"]]
-             for g in res["gates"]]
+HISTORY_ROWS = 10  # sign-offs listed in the report, newest first (all are in RUN/signoffs.jsonl)
+
+
+def history_markdown(root: Path) -> str:
+    """The sign-off history (RUN/signoffs.jsonl, analyzer/policy/history.py), newest first."""
+    from analyzer.policy.history import read_history
+
+    records = read_history(root)[::-1]
+    lines = ["### Sign-off history", ""]
+    if not records:
+        return "\n".join(lines + ["No sign-off recorded yet: `analyzer signoff RUN --signer NAME` appends one to "
+                                  "`RUN/signoffs.jsonl` (never overwritten)."])
+    lines += [f"{len(records)} sign-off{'s' if len(records) != 1 else ''} recorded in `RUN/signoffs.jsonl`, newest "
+              "first"
+              + (f" ({HISTORY_ROWS} shown)" if len(records) > HISTORY_ROWS else "") + ".", "",
+              table(["time (UTC)", "signer", "verdict", "dataset state", "strategy", "policy (sha256)",
+                     "run fingerprint"],
+                    [[r.get("time"), r.get("signer"), f"**{str(r.get('verdict', '')).upper()}**",
+                      state_label(r["dataset_state"]) if r.get("dataset_state") else "",
+                      r.get("strategy"), f"{r.get('policy')} ({str(r.get('policy_sha256') or '')[:12]})",
+                      str(r.get("run_fingerprint") or "")[:12]] for r in records[:HISTORY_ROWS]])]
+    return "\n".join(lines)
+
+
+def _markdown(res, d, settings, bridges, groups, summary, history: str) -> str:
+    gates = [[f"**{gate_status(g).upper()}**", g["gate"], g["figure"], g["limit"], g["detail"]] for g in res["gates"]]
+    total = summary["items_total"]
     lines = [
         "## Sign-off", "",
-        f"**Verdict: {res['verdict'].upper()}** under policy `{res['policy']}` after strategy `{res['strategy']}` "
-        f"({res['items_removed']} items removed). Re-check with `analyzer signoff RUN --policy FILE`; write the "
-        f"filtered dataset with `analyzer apply RUN --strategy {res['strategy']} --out DIR`.", "",
-        table(["", "gate", "figure", "limit", "detail"], gates), "",
+        f"**Verdict: {summary['verdict'].upper()}** for the dataset {state_label(summary['dataset_state'])}, "
+        "under policy "
+        f"`{res['policy']}` (strategy `{res['strategy']}`, {count_pct(res['items_removed'], total)} items removed). "
+        f"Re-check with `analyzer signoff RUN --policy FILE`; write the filtered dataset with "
+        f"`analyzer apply RUN --strategy {res['strategy']} --out DIR`.", "",
+        table(["", "gate", "figure", "limit", "detail"], gates), "", history, "",
         "## Residual risk per strategy (R1 to R4 recomputed after removal)", "",
-        table(["strategy", "removed", "share", "R1 left", "max R3", "R2 bridges", "R4", "recommended"],
-               [[s["strategy"], s["items_removed"], s["share_removed"], s.get("residual_r1"), s.get("residual_r3_max"),
+        table(["strategy", "removed", "R1 left", "max R3", "R2 bridges", "R4", "recommended"],
+               [[s["strategy"], count_pct(s["items_removed"], total), s.get("residual_r1"), s.get("residual_r3_max"),
                  s.get("residual_r2_bridges"), s.get("residual_r4"), "yes" if s["recommended"] else ""]
                 for s in summary.get("strategies", [])]), "",
         "## R4: compositional exposure index", "",
@@ -107,8 +142,9 @@ def _markdown(res, d, settings, bridges, groups, summary) -> str:
         f"min(1, 100 x {d['r1_share']:.4g} + {d['group_cooccurrence']:.4g} + 10 x {d['bridge_share']:.4g}) = "
         f"**{d['exposure_index']:.4f}** (group co-occurrence: sources {d['source_cooccurrence']:.4g}, clusters "
         f"{d['cluster_cooccurrence']:.4g}; see docs/risk-model.md)", "",
-        f"## R2 neighbourhood bridges (k = {settings['k']}, bridge at share >= {settings['bridge_share']}; ids and "
-        "scores only)", "",
+        "## R2 neighbourhood bridges", "",
+        f"k = {settings['k']} nearest neighbours; an item is a bridge when at least {settings['bridge_share']:.0%} of "
+        "them carry the other concept. Ids and scores only.", "",
     ]
     if d["r2_available"]:
         from analyzer.index.build import describe_search
@@ -124,22 +160,29 @@ def _markdown(res, d, settings, bridges, groups, summary) -> str:
                           for b in bridges]), ""]
     else:
         lines += ["No bridge items.", ""]
-    lines += [f"## R3 groups (minimum support {settings['min_items']} items; rates at {settings['point']} with "
-              "Wilson 95% intervals; lift of co-presence with a 95% interval)", ""]
+    lines += ["## R3 groups", "",
+              f"Groups of at least {settings['min_items']} items, most co-occurring items first. Rates at the "
+              f"{settings['point']} threshold and each group's share of the dataset's co-occurring items (items "
+              "carrying both concepts), with Wilson 95% intervals.", ""]
     for kind, rows in groups.items():
+        lines += [f"### By {kind}", ""]
         if not rows:
+            lines += [f"No {kind} has the minimum support of {settings['min_items']} items: no {kind} is ranked.", ""]
             continue
-        lines += [f"### By {kind}", "",
-                  table([kind, "items", "minor", "adult_sexual", "both", "minor rate [95% CI]",
-                          "adult_sexual rate [95% CI]", "lift [95% CI]", "score"],
-                         [[r["group_id"], r["items"], r["minor"], r["adult_sexual"], r["both_concepts"],
-                           _ci(r["minor_rate"], r["minor_rate_lo"], r["minor_rate_hi"]),
-                           _ci(r["adult_sexual_rate"], r["adult_sexual_rate_lo"], r["adult_sexual_rate_hi"]),
-                           _ci(r["lift"], r["lift_lo"], r["lift_hi"]), r["score"]] for r in rows]), ""]
+        lines += [table([kind, "items", "minor", "adult_sexual", "both", "minor rate [95% CI]",
+                         "adult_sexual rate [95% CI]", "share of co-occurring items [95% CI]", "score"],
+                        [[r["group_id"], r["items"], r["minor"], r["adult_sexual"], r["both_concepts"],
+                          _pct_ci(r["minor_rate"], r["minor_rate_lo"], r["minor_rate_hi"]),
+                          _pct_ci(r["adult_sexual_rate"], r["adult_sexual_rate_lo"], r["adult_sexual_rate_hi"]),
+                          _pct_ci(r["cooccurrence_share"], r["cooccurrence_share_lo"], r["cooccurrence_share_hi"])
+                          if r["cooccurrence_share"] is not None else "none in the dataset", r["score"]]
+                         for r in rows]), ""]
     return "\n".join(lines)
 
 
-def _ci(v, lo, hi) -> str:
+def _pct_ci(v, lo, hi) -> str:
+    """A share and its interval as percentages: "16.7% [7.9%, 31.9%]"."""
     if v is None:
         return ""
-    return f"{v:.3g} [{(lo or 0):.3g}, {(hi or 0):.3g}]"
+    return f"{pct(v, 1)} [{pct(lo or 0, 1)}, {pct(min(hi or 0, 1), 1)}]"
+

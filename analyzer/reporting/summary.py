@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+
+from analyzer.policy.history import history_summary
 
 
 def build_summary(con, *, top_sources: int = 20) -> dict:
@@ -24,11 +27,11 @@ def build_summary(con, *, top_sources: int = 20) -> dict:
                   con.execute("SELECT strategy, items_removed, share_removed, recommended FROM strategies "
                               "ORDER BY items_removed").fetchall()]
     rec = next((s for s in strategies if s["recommended"]), None)
+    # R3 sources in rank order: those holding co-occurring items first (docs/risk-model.md, queries/group_risk.sql)
     cols = ["source", "items", "minor", "adult_sexual", "both_concepts", "minor_rate", "adult_sexual_rate",
-            "co_present", "lift", "score"]
+            "co_present", "cooccurrence_share", "cooccurrence_share_lo", "cooccurrence_share_hi", "score", "rank"]
     sources = [dict(zip(cols, row)) for row in con.execute(
-        "SELECT group_id, items, minor, adult_sexual, both_concepts, minor_rate, adult_sexual_rate, co_present, "
-        "lift, score FROM group_risk WHERE group_kind = 'source' ORDER BY score DESC, items DESC LIMIT ?",
+        f"SELECT group_id, {', '.join(cols[1:])} FROM group_risk WHERE group_kind = 'source' ORDER BY rank LIMIT ?",
         [top_sources]).fetchall()]
     cur = con.execute("SELECT * FROM dataset_risk")
     rows_ = cur.fetchall()
@@ -52,13 +55,15 @@ def build_summary(con, *, top_sources: int = 20) -> dict:
         "sources_at_risk": sources,
         "r4": r4,
         **coverage_summary(con),
+        "signoff_history": history_summary(run_root(con)),
     }
 
 
 def coverage_summary(con) -> dict:
     """``items_assessed``, ``not_assessed`` (items per reason: failed, no_content, unsupported_media,
-    uncalibrated_modality, language_unsupported) and ``languages`` (queries/language_coverage.sql: per caption
-    language the items, assessed and not assessed, and the tag rates of minor and adult_sexual)."""
+    uncalibrated_modality, language_unsupported, no_media_encoder), ``languages`` (queries/language_coverage.sql: per
+    caption language the items, assessed and not assessed, and the tag rates of minor and adult_sexual) and
+    ``coverage`` (:func:`coverage_breakdown`)."""
     from analyzer.store.sql import run_query
 
     reasons = dict(con.execute("SELECT not_assessed, count(*) FROM items WHERE NOT assessed GROUP BY not_assessed "
@@ -67,7 +72,39 @@ def coverage_summary(con) -> dict:
     cols = [d[0] for d in rel.description]
     languages = [dict(zip(cols, row)) for row in rel.fetchall()]
     return {"items_assessed": int(sum(r["assessed"] for r in languages)), "not_assessed": reasons,
-            "languages": languages}
+            "languages": languages, "coverage": coverage_breakdown(con)}
+
+
+def coverage_breakdown(con, *, top: int = 20) -> dict:
+    """Every item counted once, assessed or not with its reason, by reason, modality, source and input file
+    (queries/coverage_by_*.sql; sources and files: the ``top`` with the most items not assessed)."""
+    from analyzer.store.sql import run_query
+
+    def rows(name, params=None):
+        rel = run_query(con, name, params)
+        cols = [d[0] for d in rel.description]
+        out = [dict(zip(cols, r)) for r in rel.fetchall()]
+        for r in out:
+            if "not_assessed_by_reason" in r:
+                r["not_assessed_by_reason"] = dict(r["not_assessed_by_reason"] or {})
+        return out
+
+    by_reason = rows("coverage_by_reason")
+    total = sum(r["items"] for r in by_reason)
+    assessed = sum(r["items"] for r in by_reason if r["reason"] == "assessed")
+    by_source, by_file = rows("coverage_by_source", {"limit": top}), rows("coverage_by_file", {"limit": top})
+    return {"items_total": total, "items_assessed": assessed, "assessed_share": assessed / total if total else 0.0,
+            "by_reason": by_reason, "by_modality": rows("coverage_by_modality"),
+            "by_source": [{k: v for k, v in r.items() if k != "sources_total"} for r in by_source],
+            "sources_total": by_source[0]["sources_total"] if by_source else 0,
+            "by_file": [{k: v for k, v in r.items() if k != "files_total"} for r in by_file],
+            "files_total": by_file[0]["files_total"] if by_file else 0}
+
+
+def run_root(con) -> Path | None:
+    """The run directory of a catalog connection (the directory of its database file; None in memory)."""
+    row = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()
+    return Path(row[0]).parent if row and row[0] else None
 
 
 def _concept_counts(con) -> list[tuple]:

@@ -17,14 +17,20 @@ import shutil
 from pathlib import Path
 
 import duckdb
+import pyarrow.parquet as pq
 
 from analyzer.config import duckdb_memory_limit
 from analyzer.errors import InputError
 
 CONCEPT_ID_RE = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 ITEM_COLUMNS = ["item_id", "row_idx", "text", "url", "source", "file", "status", "error", "modality", "lang",
-                "assessed", "not_assessed", "redacted", "media_evidence"]
-# escalation references of R1 / hash-matched rows (analyzer/tag/batch.py redact): in item_rows only, never in the
+                "assessed", "not_assessed", "redacted", "media_evidence",
+                # provenance evidence (analyzer/ingest/provenance.py): the input's columns and the C2PA manifest
+                "punsafe", "pwatermark", "c2pa_state", "c2pa_ai_generated", "c2pa_claim_generator"]
+# optional item columns (provenance evidence, parts format 6): a part without them reads them as null
+OPTIONAL_COLUMNS = {"punsafe": "FLOAT", "pwatermark": "FLOAT", "c2pa_state": "VARCHAR", "c2pa_ai_generated": "BOOLEAN",
+                    "c2pa_claim_generator": "VARCHAR"}
+# escalation references of R1 / hash-matched rows (analyzer/tagging/batch.py redact): in item_rows only, never in the
 # views that queries read
 REFERENCE_COLUMNS = ["url_md5", "url_host"]
 INTERNAL_RELATIONS = ("item_rows", "duplicate_rows")  # read by the analyzer's own stages, never by user queries
@@ -87,7 +93,13 @@ def build_catalog(store, concept_ids: list[str], *, run_row: dict, operating_poi
         limit_memory(con, store.root)
         con.execute("SET preserve_insertion_order = true")
         parquet = read_parts_sql(parts)
-        select = f"SELECT {', '.join(ITEM_COLUMNS + REFERENCE_COLUMNS)}, {', '.join(cols)}"
+        present = set(pq.read_schema(parts[0]).names)
+
+        def col(c: str, prefix: str = "") -> str:
+            missing = c in OPTIONAL_COLUMNS and c not in present
+            return f"CAST(NULL AS {OPTIONAL_COLUMNS[c]}) AS {c}" if missing else f"{prefix}{c}"
+
+        select = f"SELECT {', '.join(col(c) for c in ITEM_COLUMNS + REFERENCE_COLUMNS)}, {', '.join(cols)}"
         if _find_duplicate_ids(con, parquet) == 0:
             con.execute("CREATE TABLE duplicate_rows (row_idx BIGINT, later BOOLEAN, scored BOOLEAN)")
             con.execute(f"CREATE VIEW item_rows AS {select}, coalesce(status = 'ok', false) AS scored FROM {parquet}")
@@ -108,7 +120,7 @@ def build_catalog(store, concept_ids: list[str], *, run_row: dict, operating_poi
                      else "CASE WHEN d.later THEN 'failed' ELSE p.not_assessed END AS not_assessed"
                      if c == "not_assessed" else f"CASE WHEN d.later THEN NULL ELSE p.{c} END AS {c}"
                      if c in ("text", "url") else "d.later OR p.redacted AS redacted" if c == "redacted"  # never scored
-                     else f"p.{c}" for c in ITEM_COLUMNS + REFERENCE_COLUMNS]
+                     else col(c, "p.") for c in ITEM_COLUMNS + REFERENCE_COLUMNS]
             con.execute(f"CREATE VIEW item_rows AS SELECT {', '.join(fixed)}, {', '.join('p.' + c for c in cols)}, "
                         "CASE WHEN d.row_idx IS NULL THEN coalesce(p.status = 'ok', false) ELSE d.scored END AS scored "
                         f"FROM {parquet} p LEFT JOIN duplicate_rows d USING (row_idx) ORDER BY p.row_idx")

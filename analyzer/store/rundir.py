@@ -99,6 +99,7 @@ class RunStore:
                     "choose a new --out"
                 )
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.root, 0o700)  # also an empty --out made beforehand: the run holds captions, owner only
         for d in (self.root / "parts", self.items_dir, self.markers):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)  # parts hold captions: owner only
         atomic_write(state_file, json.dumps(state, indent=1, sort_keys=True))
@@ -138,8 +139,8 @@ class RunStore:
         return sorted((p for p in self.emb_dir.glob("part-*.parquet") if self.marker(p).exists()), key=part_number)
 
     def drop_unmarked_parts(self) -> None:
-        """Remove part files whose marker is missing (left by a killed scan)."""
-        for d in (self.items_dir, self.emb_dir):
+        """Remove part files whose marker is missing (left by a killed scan; their batches are scanned again)."""
+        for d in (self.items_dir, self.emb_dir, self.root / "parts" / "hash_matches"):
             if d.exists():
                 for p in d.glob("part-*.parquet*"):
                     if p.name.endswith(".tmp") or not self.marker(p).exists():

@@ -1,6 +1,6 @@
 """Video and audio rows in the tag stage, and the image detector's evidence on images and video frames.
 
-``tag_batch`` (analyzer/tag/batch.py) hands this module the rows whose bytes are a video or audio container
+``tag_batch`` (analyzer/tagging/batch.py) hands this module the rows whose bytes are a video or audio container
 (:func:`split_av`, by the bytes, never by a name) and the image rows it has scored:
 
 - **video** (a container with a video stream): the sampled frames (analyzer/ingest/video.py: keyframes plus a uniform
@@ -37,7 +37,7 @@ from analyzer.ingest.video import MediaError, VideoLimits, sample_frames, stream
 from analyzer.vectors import to_float16, unit_rows
 
 NO_MEDIA_ENCODER = "no encoder for this media"  # the start of the error of a video/audio row nobody can look at
-MEDIA_REASON = "no_media_encoder"  # its not_assessed reason (analyzer/tag/batch.py NOT_ASSESSED)
+MEDIA_REASON = "no_media_encoder"  # its not_assessed reason (analyzer/tagging/batch.py NOT_ASSESSED)
 PRIMARY = ("minor", "adult_sexual")
 DETECTORS = ("nudenet", None)
 _DETECTOR: dict = {}

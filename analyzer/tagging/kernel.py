@@ -122,6 +122,32 @@ def score_rows(a: np.ndarray, wt: np.ndarray, b: np.ndarray, z: np.ndarray, sq: 
         _score_rows32(a, wt, b, z, sq, keep, out)
 
 
+@njit(**_JIT)
+def _widen(h, rows, out, sq):  # pragma: no cover - compiled; tested through widen
+    for i in range(rows.shape[0]):
+        r = rows[i]
+        s = np.float32(0.0)
+        for j in range(h.shape[1]):
+            v = _half_to_float(h[r, j])
+            out[i, j] = v
+            s += v * v
+        sq[i] = s
+
+
+def widen(h: np.ndarray, out: np.ndarray | None = None, sq: np.ndarray | None = None,
+          rows: np.ndarray | None = None) -> np.ndarray:
+    """float16 (n, d) rows as float32 (``rows``: these rows, in this order), written into ``out`` when given (at
+    least as many rows); returns them. With ``sq``, also each row's squared norm, in the same pass."""
+    rows = np.arange(len(h)) if rows is None else np.asarray(rows, dtype=np.int64)
+    n = len(rows)
+    if out is None:
+        out = np.empty((n, h.shape[1]), dtype=np.float32)
+    h = np.ascontiguousarray(h).view(np.uint16)
+    h.setflags(write=False)  # one compiled version for writable and read-only (Arrow) input
+    _widen(h, rows, out[:n], np.empty(n, dtype=np.float32) if sq is None else sq[:n])
+    return out[:n]
+
+
 def warm() -> float:
     """Compile (or load from the cache) the kernel for float16 and float32 rows (about 2 s without a cache);
     returns the seconds it took."""

@@ -2,7 +2,7 @@
 
 ``score_embeddings(m, model, ...)`` returns the same probabilities, row by row, as
 ``model.score(texts, unit_rows(m)[0], modality)``. Without captions the model is linear in the unit vector
-(``sigmoid(u @ W + b)``), so the compiled kernel (analyzer/tag/kernel.py) computes norms, products and the kept
+(``sigmoid(u @ W + b)``), so the compiled kernel (analyzer/tagging/kernel.py) computes norms, products and the kept
 float16 unit vectors in one pass per row, block by block on a thread pool (the kernel releases the GIL). With
 captions the keyword fusion needs the texts, and numpy does the work on the whole batch.
 """
@@ -44,7 +44,7 @@ def score_embeddings(m: np.ndarray, model, *, modality: str = "image", texts: li
 
 
 def _score_fused(m: np.ndarray, model, modality: str, keep_float16: bool):
-    from analyzer.tag.kernel import score_rows
+    from analyzer.tagging.kernel import score_rows
 
     n, d = m.shape
     WT, b = _padded_head(model, modality, d)
@@ -78,7 +78,7 @@ def _score_fused(m: np.ndarray, model, modality: str, keep_float16: bool):
 def _padded_head(model, modality: str, d: int) -> tuple[np.ndarray, np.ndarray]:
     """The model's embedding path as (W transposed, zero-padded to a multiple of LANES concept rows (k, d) float32;
     bias (k,)): the kernel handles 8 concepts per sweep over a row."""
-    from analyzer.tag.kernel import LANES
+    from analyzer.tagging.kernel import LANES
 
     W, b = model.embedding_head(modality)
     k = len(model.concept_ids)

@@ -22,16 +22,18 @@ import pyarrow.compute as pc
 
 from analyzer.errors import InputError
 from analyzer.hashes.urls import url_digest, url_host
-from analyzer.tag.media import DEFAULT_MEDIA, MEDIA_REASON, NO_MEDIA_ENCODER, detect_images, split_av, tag_av_rows
-from analyzer.tag.scoring import score_embeddings
+from analyzer.ingest.provenance import read_c2pa
+from analyzer.tagging.media import DEFAULT_MEDIA, MEDIA_REASON, NO_MEDIA_ENCODER, detect_images, split_av, tag_av_rows
+from analyzer.tagging.scoring import score_embeddings
 from analyzer.vectors import embedding_matrix, float16_binary, to_float16, unit_rows
 
 ITEM_COLUMNS = ("item_id", "row_idx", "text", "url", "source", "file")
+PROVENANCE_ITEM_COLUMNS = ("punsafe", "pwatermark")  # the input's own columns, carried (analyzer/ingest/provenance.py)
 NOTHING_TO_SCAN = "no caption, image or embedding: nothing to scan"
 UNSUPPORTED_MEDIA = "unsupported media type"  # the start of a reader's error for a file it cannot assess
 # why a row is not assessed (column not_assessed; null when assessed), the coverage reasons of the sign-off
 NOT_ASSESSED = ("failed", "no_content", "unsupported_media", "uncalibrated_modality", "language_unsupported",
-                MEDIA_REASON)  # no_media_encoder: a video/audio file the encoder cannot look at (analyzer/tag/media.py)
+                MEDIA_REASON)  # no_media_encoder: a video/audio file the encoder cannot look at (analyzer/tagging/media.py)
 
 
 def tag_batch(batch: pa.RecordBatch, encoder, model, *, embedding_modality: str = "image",
@@ -84,7 +86,7 @@ def tag_batch(batch: pa.RecordBatch, encoder, model, *, embedding_modality: str 
     need = ok & ~has_vec
     img_col = batch.column("image")
     img_rows = np.flatnonzero(need & np.asarray(img_col.is_valid().to_numpy(zero_copy_only=False), dtype=bool))
-    # 2a) video and audio files (analyzer/tag/media.py): frames and windows through the image and audio towers
+    # 2a) video and audio files (analyzer/tagging/media.py): frames and windows through the image and audio towers
     evidence, preset = [None] * n, {}
     av_rows, img_rows = split_av(img_col, img_rows)
     if len(av_rows):
@@ -107,7 +109,24 @@ def tag_batch(batch: pa.RecordBatch, encoder, model, *, embedding_modality: str 
         rows = rest[captioned]
         _score_rows(rows, encoder.encode_text([texts[i] for i in rows]), "text", texts, model, put)
     items = _items_part(batch, ok, errors, modality, scores, model, texts, evidence, preset)
+    items = _with_provenance(items, batch)
     return redact(items, hash_matched), _embeddings_part(batch, ok, unit16)
+
+
+def _with_provenance(items: pa.Table, batch: pa.RecordBatch) -> pa.Table:
+    """The input's punsafe / pwatermark columns and, for rows with media bytes, their C2PA manifest (state, AI-made,
+    claim generator; null for rows without bytes): evidence reported beside the tags, never fused into them."""
+    for name in PROVENANCE_ITEM_COLUMNS:
+        items = items.append_column(name, batch.column(name))
+    img = batch.column("image")
+    found = [(None, None, None)] * batch.num_rows
+    if img.null_count < batch.num_rows:
+        found = [read_c2pa(img[i].as_buffer()) if img[i].is_valid else (None, None, None)
+                 for i in range(batch.num_rows)]
+    state, ai, gen = zip(*found) if found else ((), (), ())
+    return (items.append_column("c2pa_state", pa.array(state, pa.string()))
+            .append_column("c2pa_ai_generated", pa.array(ai, pa.bool_()))
+            .append_column("c2pa_claim_generator", pa.array(gen, pa.string())))
 
 
 def _score_rows(rows: np.ndarray, emb: np.ndarray, modality: str, texts, model, put) -> None:
