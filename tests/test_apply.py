@@ -20,6 +20,8 @@ import analyzer
 from analyzer.cli import main
 from analyzer.ingest import ColumnSpec, file_sha256, open_input
 
+pytestmark = pytest.mark.slow  # the fast tier (make test-fast) leaves these end-to-end scans out
+
 CHILD = ["A little boy flying a kite in the park", "Two toddlers building a sandcastle at the beach",
          "A schoolgirl reading a picture book"]
 ADULT = ["Explicit adult video thumbnail, 18+ only", "XXX adult movie cover art", "Porn site banner, adults only"]

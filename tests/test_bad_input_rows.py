@@ -32,6 +32,8 @@ import pytest
 
 from test_bad_input import assert_one_line_error, cli, tar_add, tree_digest, vec, write_parquet
 
+pytestmark = pytest.mark.slow  # the fast tier (make test-fast) leaves these end-to-end scans out
+
 TEXT_COL = 'caption"; DROP TABLE items; --'
 SOURCE_COL = "src'); DELETE FROM items; --"
 

@@ -13,6 +13,8 @@ import pytest
 from analyzer.cli import main
 from conftest import SAMPLES, SHARED
 
+pytestmark = pytest.mark.slow  # the fast tier (make test-fast) leaves these end-to-end scans out
+
 
 def _run(argv, capsys):
     code = main(argv)

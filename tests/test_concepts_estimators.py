@@ -17,6 +17,8 @@ from sklearn.utils import estimator_checks
 
 from analyzer.concepts import ConceptModel, FitCache, KeywordTagger, NotFittedError, fit_concept_model, load_bank
 
+pytestmark = pytest.mark.slow  # the fast tier (make test-fast) leaves these end-to-end scans out
+
 # the checks of sklearn's check_estimator that apply to estimators of texts (the others fit numeric arrays)
 PARAMETER_CHECKS = ["check_no_attributes_set_in_init", "check_get_params_invariance", "check_set_params",
                     "check_parameters_default_constructible", "check_estimator_repr",

@@ -18,6 +18,8 @@ from analyzer.cli import main
 from analyzer.store.sql import run_query
 from media_fixtures import BACKGROUND, colour_video, tone
 
+pytestmark = pytest.mark.slow  # the fast tier (make test-fast) leaves these end-to-end scans out
+
 pytest.importorskip("av")
 
 

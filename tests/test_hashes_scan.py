@@ -7,6 +7,9 @@ import stat
 import pyarrow.parquet as pq
 
 from analyzer.hashes.urls import url_digest
+import pytest
+
+pytestmark = pytest.mark.slow  # the fast tier (make test-fast) leaves these end-to-end scans out
 
 
 def test_scan_with_url_list_escalates_matches(tmp_path):

@@ -14,6 +14,8 @@ from analyzer.ingest.audio import AudioLimits, decode_windows
 from analyzer.ingest.video import MediaError
 from media_fixtures import tone
 
+pytestmark = pytest.mark.slow  # the fast tier (make test-fast) leaves these end-to-end scans out
+
 pytest.importorskip("av")
 
 

@@ -19,6 +19,8 @@ from analyzer.cli import main
 from media_fixtures import BACKGROUND, colour_video, tone
 from media_stubs import COLOUR_A, COLOUR_B, ColourEncoder, synthetic_concept_model
 
+pytestmark = pytest.mark.slow  # the fast tier (make test-fast) leaves these end-to-end scans out
+
 pytest.importorskip("av")
 
 

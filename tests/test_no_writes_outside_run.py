@@ -14,6 +14,8 @@ import pytest
 
 import analyzer
 
+pytestmark = pytest.mark.slow  # the fast tier (make test-fast) leaves these end-to-end scans out
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = Path(analyzer.__file__).resolve().parent
 # neutral captions of objects and places (no person in them)

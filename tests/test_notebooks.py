@@ -19,6 +19,8 @@ from nbclient import NotebookClient
 
 from conftest import ROOT, SAMPLES
 
+pytestmark = pytest.mark.slow  # the fast tier (make test-fast) leaves these end-to-end scans out
+
 NOTEBOOKS = ["01_scan", "02_cooccurrence", "03_risk_and_removal", "04_signoff", "05_label_and_probe"]
 PUBLIC_MODULES = {"analyzer", "analyzer.notebook", "analyzer.concepts"}  # what a notebook may import from analyzer
 

@@ -10,6 +10,8 @@ import yaml
 from analyzer.cli import main
 from analyzer.concepts import fit_concept_model, load_bank
 
+pytestmark = pytest.mark.slow  # the fast tier (make test-fast) leaves these end-to-end scans out
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 ROWS = [

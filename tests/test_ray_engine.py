@@ -19,6 +19,8 @@ from analyzer.errors import InputError
 from analyzer.ingest import open_input
 from analyzer.ingest.schema import ColumnSpec
 
+pytestmark = pytest.mark.slow  # the fast tier (make test-fast) leaves these end-to-end scans out
+
 TABLES = {  # catalog table -> ordering key
     "items": "row_idx", "item_scores": "item_id", "tags": "item_id, concept", "item_risk": "item_id",
     "group_risk": None, "recommendations": None, "hash_matches": "item_id, list_name",

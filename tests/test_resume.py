@@ -21,6 +21,8 @@ import pytest
 
 from analyzer.errors import RunIncompleteError
 
+pytestmark = pytest.mark.slow  # the fast tier (make test-fast) leaves these end-to-end scans out
+
 SUBJECTS = ["a red bicycle", "a bowl of ramen", "a mountain lake", "a wooden chair", "a city skyline at dusk",
             "a cup of espresso", "a vintage typewriter", "a field of sunflowers", "a stone bridge", "a sailing boat",
             "a plate of pasta", "a desk lamp", "a snowy pine forest", "a brick lighthouse", "a pair of hiking boots"]

@@ -17,6 +17,8 @@ from analyzer.risk import build_risk
 from analyzer.policy.gates import default_policy_path, evaluate_policy, load_policy, parse_policy
 from catalog_helpers import Space, item, make_store, planted_rows
 
+pytestmark = pytest.mark.slow  # the fast tier (make test-fast) leaves these end-to-end scans out
+
 ROOT_POLICIES = default_policy_path().parent
 
 

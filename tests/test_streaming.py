@@ -23,6 +23,8 @@ from analyzer.vectors import embedding_matrix, to_float16 as as_float16, to_floa
 from model_stubs import CoverageStub
 from analyzer.tagging.batch import redact
 
+pytestmark = pytest.mark.slow  # the fast tier (make test-fast) leaves these end-to-end scans out
+
 
 class _Model(CoverageStub):
     """The scoring surface tag_batch uses, with a linear embedding path (no fitting: fast and exact)."""

@@ -22,6 +22,8 @@ from analyzer.risk import build_risk
 from analyzer.store.rundir import RunStore
 from catalog_helpers import CONCEPTS, OPS, item, items_part
 
+pytestmark = pytest.mark.slow  # the fast tier (make test-fast) leaves these end-to-end scans out
+
 
 def make_run(root, rows, *, calibrated=True) -> RunStore:
     """A complete run of ``rows`` (item dicts; optional keys modality, not_assessed): parts, catalog, risk,

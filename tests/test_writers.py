@@ -29,6 +29,8 @@ from analyzer.cli import main
 from analyzer.store.lock import writer_lock
 from test_bad_input import assert_one_line_error, cli, tree_digest
 
+pytestmark = pytest.mark.slow  # the fast tier (make test-fast) leaves these end-to-end scans out
+
 SUBJECTS = ["a red bicycle", "a bowl of ramen", "a mountain lake", "a wooden chair", "a city skyline at dusk",
             "a cup of espresso", "a stone bridge", "a sailing boat", "a desk lamp", "a brick lighthouse"]
 REPORT_FILES = ["signoff.json", "summary.json", "report.md", "report.html"]

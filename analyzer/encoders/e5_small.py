@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from analyzer.errors import InputError
-from analyzer.encoders.base import NoAudio, l2_normalize
+from analyzer.encoders.base import NoAudio, l2_normalize, caption_texts
 
 _MODEL_FILE = "e5-small-q4.bin"
 _CACHE: dict[str, object] = {}
@@ -89,8 +89,7 @@ class E5SmallEncoder(NoAudio):
         return self._fingerprint
 
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
-        # the C engine reads NUL-terminated strings: a NUL inside a caption would cut it short silently
-        texts = ["" if t is None else str(t).replace("\x00", " ") for t in texts]
+        texts = caption_texts(texts)  # NUL as a space (the C engine reads NUL-terminated strings), cut long ones
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         for i in range(0, len(texts), self.batch_size):
             out[i:i + self.batch_size] = self.model.query(texts[i:i + self.batch_size])

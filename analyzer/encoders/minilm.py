@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from analyzer.errors import InputError
-from analyzer.encoders.base import NoAudio, l2_normalize, prepare_model_libraries
+from analyzer.encoders.base import NoAudio, l2_normalize, prepare_model_libraries, caption_texts
 
 _CACHE: dict[str, object] = {}
 
@@ -78,7 +78,7 @@ class MiniLMEncoder(NoAudio):
         return self._fingerprint
 
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
-        texts = ["" if t is None else str(t) for t in texts]
+        texts = caption_texts(texts)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         emb = self.model.encode(

@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from analyzer.errors import InputError
-from analyzer.encoders.base import NoAudio, l2_normalize
+from analyzer.encoders.base import NoAudio, l2_normalize, caption_texts
 
 _CACHE: dict[int, object] = {}
 # files whose bytes decide the vectors: the weights, the vocabulary and the forward-pass code
@@ -78,7 +78,7 @@ class UseMultilingualEncoder(NoAudio):
         return self._fingerprint
 
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
-        texts = ["" if t is None else str(t) for t in texts]
+        texts = caption_texts(texts)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         for i in range(0, len(texts), self.batch_size):
             out[i:i + self.batch_size] = self.model.encode(texts[i:i + self.batch_size])
