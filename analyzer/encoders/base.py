@@ -52,6 +52,23 @@ class NoAudio:
                          "use --encoder clap:PATH (audio files are otherwise assessed from their captions)")
 
 
+
+class TextOnly(NoAudio):
+    """The image and audio parts of the protocol for text-only encoders (MiniLM, e5-small, USE-m3, their pairs)."""
+
+    supports_images = False
+
+    def encode_images(self, images: Sequence) -> np.ndarray:
+        from analyzer.errors import InputError
+
+        raise InputError(
+            f"expected an encoder with an image tower for image inputs, got {self.name!r} (text only); "
+            "use --encoder openclip:ARCH:PRETRAINED or provide precomputed embeddings with --embedding-column"
+        )
+
+    def encode_images_safe(self, images: Sequence):
+        return self.encode_images(images)
+
 # The text encoders read at most this many characters of a caption: every model here truncates its input (e5-small
 # at 512 tokens, MiniLM at 256), but tokenising a megabyte caption first took minutes (e5-small: 7 s for 20,000
 # characters); 4,096 characters are more than 512 tokens in every script.

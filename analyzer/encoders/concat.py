@@ -14,14 +14,13 @@ from typing import Sequence
 
 import numpy as np
 
-from analyzer.encoders.base import NoAudio, l2_normalize
+from analyzer.encoders.base import TextOnly, l2_normalize
 from analyzer.errors import InputError
 
 
-class ConcatEncoder(NoAudio):
+class ConcatEncoder(TextOnly):
     """Concatenation of text encoders (``parts``), float32 unit rows of ``sum(part.dim)`` dimensions."""
 
-    supports_images = False
 
     def __init__(self, parts: Sequence):
         if len(parts) < 2:
@@ -46,11 +45,3 @@ class ConcatEncoder(NoAudio):
             return np.zeros((0, self.dim), dtype=np.float32)
         return l2_normalize(np.hstack([p.encode_text(texts) for p in self.parts]))
 
-    def encode_images_safe(self, images: Sequence):
-        return self.encode_images(images)
-
-    def encode_images(self, images: Sequence) -> np.ndarray:
-        raise InputError(
-            f"expected an encoder with an image tower for image inputs, got {self.name!r} (text only); "
-            "use --encoder openclip:ARCH:PRETRAINED or provide precomputed embeddings with --embedding-column"
-        )

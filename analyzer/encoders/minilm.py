@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from analyzer.errors import InputError
-from analyzer.encoders.base import NoAudio, l2_normalize, prepare_model_libraries, caption_texts
+from analyzer.encoders.base import TextOnly, l2_normalize, prepare_model_libraries, caption_texts
 
 _CACHE: dict[str, object] = {}
 
@@ -38,12 +38,11 @@ def _weights_fingerprint(model_dir: Path) -> str:
     return h.hexdigest()
 
 
-class MiniLMEncoder(NoAudio):
+class MiniLMEncoder(TextOnly):
     """Sentence-transformers all-MiniLM-L6-v2, 384-d, CPU or CUDA, batched."""
 
     name = "minilm"
     dim = 384
-    supports_images = False
 
     def __init__(self, *, batch_size: int = 256, device: str | None = None):
         self.batch_size = batch_size
@@ -87,14 +86,6 @@ class MiniLMEncoder(NoAudio):
         )
         return l2_normalize(emb)
 
-    def encode_images_safe(self, images: Sequence):
-        return self.encode_images(images)
-
-    def encode_images(self, images: Sequence) -> np.ndarray:
-        raise InputError(
-            "expected an encoder with an image tower for image inputs, got 'minilm' (text only); "
-            "use --encoder openclip:ARCH:PRETRAINED or provide precomputed embeddings with --embedding-column"
-        )
 
 
 def _auto_device() -> str:

@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from analyzer.errors import InputError
-from analyzer.encoders.base import NoAudio, l2_normalize, caption_texts
+from analyzer.encoders.base import TextOnly, l2_normalize, caption_texts
 
 _CACHE: dict[int, object] = {}
 # files whose bytes decide the vectors: the weights, the vocabulary and the forward-pass code
@@ -44,12 +44,11 @@ def _weights_fingerprint(pkg: Path) -> str:
     return h.hexdigest()
 
 
-class UseMultilingualEncoder(NoAudio):
+class UseMultilingualEncoder(TextOnly):
     """USE multilingual v3 (DAN + CNN n-grams), 512-d, CPU, batched; float32 L2-normalised rows."""
 
     name = "use-m3"
     dim = 512
-    supports_images = False
 
     def __init__(self, *, batch_size: int = 256, threads: int | None = None):
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -84,11 +83,3 @@ class UseMultilingualEncoder(NoAudio):
             out[i:i + self.batch_size] = self.model.encode(texts[i:i + self.batch_size])
         return l2_normalize(out)
 
-    def encode_images_safe(self, images: Sequence):
-        return self.encode_images(images)
-
-    def encode_images(self, images: Sequence) -> np.ndarray:
-        raise InputError(
-            "expected an encoder with an image tower for image inputs, got 'use-m3' (text only); "
-            "use --encoder openclip:ARCH:PRETRAINED or provide precomputed embeddings with --embedding-column"
-        )
