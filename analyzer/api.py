@@ -68,10 +68,9 @@ def tag(inputs, *, out: str | Path, text_column=None, id_column=None, url_column
 
     An existing ``out`` is refused unless ``overwrite``; the file is written under a temporary name of this process
     and appears complete or not at all."""
-    import pyarrow.parquet as pq
-
     from analyzer.pipeline import check_out_outside_inputs, prepare_scan
     from analyzer.progress import progress
+    from analyzer.store.rundir import stream_parquet
     from analyzer.tagging.batch import tag_batch
     from analyzer.tagging.media import media_options as _media_options
 
@@ -91,11 +90,10 @@ def tag(inputs, *, out: str | Path, text_column=None, id_column=None, url_column
         cfg.batch_size = min(cfg.batch_size, TAG_BATCH_ROWS)
     cols = ["item_id"] + [f"{c}_{k}" for c in model.concept_ids for k in ("score", "screen", "confirm")]
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    writer = None
     bar = progress(reader.count_rows(), "tag", quiet=quiet)
-    try:
-        # streamed: one record batch at a time is read, tagged, written as a row group and dropped, so memory is
-        # bounded by the batch size (benchmarks/bench_tag.py), not by the number of rows
+
+    def tables():  # streamed: one record batch at a time is read, tagged, written as a row group and dropped, so
+        # memory is bounded by the batch size (benchmarks/bench_tag.py), not by the number of rows
         for batch in reader.iter_batches(cfg.batch_size):
             rows = batch.num_rows
             items, _ = tag_batch(batch, enc, model, embedding_modality=cfg.embedding_modality, keep_embeddings=False,
@@ -103,22 +101,13 @@ def tag(inputs, *, out: str | Path, text_column=None, id_column=None, url_column
             del batch  # the vectors: not held while the next batch is read
             t = items.select(cols)
             del items
-            if writer is None:
-                out.parent.mkdir(parents=True, exist_ok=True)
-                writer = pq.ParquetWriter(tmp, t.schema)
-            writer.write_table(t)
-            del t
+            yield t
             bar.update(rows)
-    except BaseException:
-        if writer is not None:
-            writer.close()
-        tmp.unlink(missing_ok=True)
-        raise
+
+    try:
+        stream_parquet(tmp, tables(), empty="expected at least one input row, got none")
     finally:
         bar.close()
-    if writer is None:
-        raise InputError("expected at least one input row, got none")
-    writer.close()
     _publish(tmp, out, overwrite)
     return out
 

@@ -306,14 +306,12 @@ def write_run_escalation(run_dir, con, *, run_fingerprint: str | None = None, th
     """Build the package of a finished scan from its catalog (``item_risk_flagged``, ``hash_matches``, ``items``).
 
     R1 items and hash matches come from queries/escalation_items.sql and escalation_matches.sql; expansion
-    candidates are searched around the hash-matched items in the kept embedding parts
-    (``RUN/embeddings/part-*.parquet``, streamed in record batches, first occurrence of an id wins).
+    candidates are searched around the hash-matched items in the run's kept vectors (copied parts or referenced
+    input rows: analyzer/store/embeddings.py; streamed in chunks, first occurrence of an id wins).
     ``run_fingerprint`` defaults to the fingerprint in ``RUN/_state.json``.
     """
-    import pyarrow.parquet as pq
-
-    from analyzer.vectors import embedding_matrix
     from analyzer.store.sql import load_query
+    from analyzer.vectors import to_float32, unit_rows
 
     run_dir = Path(run_dir)
     if run_fingerprint is None:
@@ -329,7 +327,11 @@ def write_run_escalation(run_dir, con, *, run_fingerprint: str | None = None, th
             r1_items.append({"item_id": item_id, "reasons": ["both_concepts"]})
     hit_ids = sorted({m["item_id"] for m in matches})
     expansions: list[dict] = []
-    parts = sorted((run_dir / "embeddings").glob("part-*.parquet"))
+    from analyzer.store import RunStore
+    from analyzer.store.embeddings import is_unit, read_unit, units
+
+    store = RunStore(run_dir)
+    parts = units(store)  # the kept vectors, copied or referenced (analyzer/store/embeddings.py)
     if hit_ids and parts:
         import pyarrow as pa
         import pyarrow.compute as pc
@@ -343,23 +345,20 @@ def write_run_escalation(run_dir, con, *, run_fingerprint: str | None = None, th
 
         def batches():
             seen: set[str] = set()
-            for part in parts:
-                reader = pq.ParquetFile(part)
-                for rb in reader.iter_batches(batch_size=batch_rows, columns=["item_id", "embedding"]):
-                    try:
-                        mat, valid = embedding_matrix(rb.column(1))
-                    except InputError:  # a batch without one usable vector: nothing to compare
-                        continue
-                    valid = valid & np.isfinite(mat).all(axis=1) & (np.abs(mat).sum(axis=1) > 0)
+            unit = is_unit(store)
+            for piece in parts:
+                for ids, h in read_unit(store, piece, batch_rows):
+                    mat = to_float32(h) if unit else unit_rows(h)[0]
+                    valid = np.isfinite(mat).all(axis=1) & (np.abs(mat).sum(axis=1) > 0)
                     if dup_ids:
-                        is_dup = pc.is_in(rb.column(0), value_set=pa.array(sorted(dup_ids), pa.string()))
+                        is_dup = pc.is_in(ids, value_set=pa.array(sorted(dup_ids), pa.string()))
                         for j in np.flatnonzero(valid & is_dup.to_numpy(zero_copy_only=False)):
-                            i = rb.column(0)[int(j)].as_py()
+                            i = ids[int(j)].as_py()
                             valid[j] = i not in seen  # first valid occurrence of a duplicated id wins
                             seen.add(i)
                     keep = np.flatnonzero(valid)
                     if len(keep):
-                        yield rb.column(0).take(pa.array(keep)), mat[keep]
+                        yield ids.take(pa.array(keep)), mat[keep]
 
         wanted = pa.array(hit_ids, pa.string())
         hit_vecs: dict[str, np.ndarray] = {}

@@ -16,7 +16,7 @@ import shutil
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,7 @@ from analyzer.config import ScanConfig
 from analyzer.errors import InputError
 from analyzer.ingest import Reader, expand_paths, file_sha256, open_input
 from analyzer.store import RunStore
+from analyzer.store.embeddings import write_references
 from analyzer.store.lock import writer_lock
 from analyzer.store.rundir import atomic_write
 
@@ -35,10 +36,14 @@ DEFAULT_BATCH_SIZE = 4096  # rows per part when rows are embedded here (text or 
 # rows per batch and part for precomputed vectors: large batches amortise the per-batch costs (a Parquet file and a
 # marker per part, the catalog's file list); memory stays bounded (a batch maps 128 MB of 512-d float16 vectors)
 EMBEDDING_BATCH_SIZE = 131072
-# ... and when the vectors are kept (the default): each batch also holds its float16 unit vectors and writes an
+# ... and when the vectors are kept by copy (the default, except LAION .npy vectors, kept by reference: the batch
+# size above): each batch also holds its float16 unit vectors and writes an
 # embeddings part; at 131,072 rows the 1M-row scan's peak RSS went from 1.98 GB to 2.3-2.6 GB (docs/scaling.md)
 KEPT_EMBEDDING_BATCH_SIZE = 32768
-PARTS_FORMAT = 6  # 6: punsafe, pwatermark, c2pa_*; 5: media_evidence; 4: lang, assessed, not_assessed, redacted; 3: plain flags, binary vectors
+# the parts' format, part of the resume key: 7 LAION .npy vectors kept by reference (RUN/embeddings/vectors.json);
+# 6 punsafe, pwatermark, c2pa_*; 5 media_evidence; 4 lang, assessed, not_assessed, redacted; 3 plain flags, binary
+# vectors
+PARTS_FORMAT = 7
 
 
 def run_scan(cfg: ScanConfig) -> Path:
@@ -53,14 +58,18 @@ def run_scan(cfg: ScanConfig) -> Path:
     reader, bank, encoder, model, hashes = prepare_scan(cfg)
     store = RunStore(cfg.out)
     stop = threading.Event()
+    shards = referenced_vectors(cfg, reader)
     with writer_lock(store.root, "scan"), ThreadPoolExecutor(1, "analyzer-sha256") as hashing:
         resumed = store.prepare(scan_state(cfg, reader, encoder, bank, hashes), overwrite=cfg.overwrite)
         if resumed:
             store.drop_unmarked_parts()
         atomic_write(store.root / "model.json", json.dumps(model.to_dict()))
+        if shards is not None:  # kept by reference: the parts stage writes no copy (analyzer/store/embeddings.py)
+            write_references(store, shards)
         input_sha256 = hashing.submit(_hash_files, list(reader.files), stop)  # fingerprints, while the stages run
         try:
-            rows = engine.run_parts(cfg, reader, encoder, model, store, hashes)  # ingest -> embed -> tag -> parts
+            parts_cfg = cfg if shards is None else replace(cfg, keep_embeddings=False)
+            rows = engine.run_parts(parts_cfg, reader, encoder, model, store, hashes)  # ingest -> embed -> tag -> parts
             finalize(cfg, store, reader, bank, encoder, model, input_sha256=input_sha256, resumed=resumed,
                      timings={"parts_s": time.perf_counter() - t0})
         except InputError:
@@ -84,7 +93,8 @@ def prepare_scan(cfg: ScanConfig):
     media = media_options(cfg.media_options)
     reader = open_input(cfg.inputs, cfg.columns)
     if cfg.batch_size is None:
-        cfg.batch_size = default_batch_size(reader, keep_embeddings=cfg.keep_embeddings)
+        cfg.batch_size = default_batch_size(reader, keep_embeddings=cfg.keep_embeddings,
+                                            referenced=referenced_vectors(cfg, reader) is not None)
     check_out_outside_inputs(cfg.out, cfg.inputs, reader.files)
     bank = load_bank(cfg.bank)
     encoder = get_encoder(cfg.encoder)
@@ -113,11 +123,21 @@ def prepare_scan(cfg: ScanConfig):
     return reader, bank, encoder, model, hashes
 
 
-def default_batch_size(reader: Reader, *, keep_embeddings: bool) -> int:
-    """Rows per batch and part when --batch-size is not given (the constants above say why)."""
+def default_batch_size(reader: Reader, *, keep_embeddings: bool, referenced: bool = False) -> int:
+    """Rows per batch and part when --batch-size is not given (the constants above say why; vectors kept by
+    reference are not held in the batch)."""
     if not reader.has_embeddings:
         return DEFAULT_BATCH_SIZE
-    return KEPT_EMBEDDING_BATCH_SIZE if keep_embeddings else EMBEDDING_BATCH_SIZE
+    return KEPT_EMBEDDING_BATCH_SIZE if keep_embeddings and not referenced else EMBEDDING_BATCH_SIZE
+
+
+def referenced_vectors(cfg: ScanConfig, reader: Reader) -> list[dict] | None:
+    """The .npy shards whose rows the run keeps by reference instead of copying them (analyzer/store/
+    embeddings.py): a LAION-layout input of float16 files, embeddings kept, the local engine (its row_idx is the
+    row's position over the shards). None: vectors are copied, or not kept."""
+    if not cfg.keep_embeddings or reader.kind != "laion" or cfg.engine != "local":
+        return None
+    return reader.vector_shards()
 
 
 def scan_state(cfg: ScanConfig, reader: Reader, encoder, bank, hashes=None) -> dict:

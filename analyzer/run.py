@@ -13,7 +13,7 @@ from pathlib import Path
 from analyzer.errors import InputError
 from analyzer.store.catalog import INTERNAL_RELATIONS
 from analyzer.store.rundir import open_store
-from analyzer.store.sql import check_statement, run_query
+from analyzer.store.sql import as_text, check_statement, run_query
 
 
 class QueryConnection:
@@ -79,27 +79,30 @@ class Run:
         item with a kept embedding), in the order of ``ids``, read part by part (memory holds the vectors asked for,
         not the run's). An id without a kept embedding is left out of the result."""
         import numpy as np
-        import pyarrow.parquet as pq
 
-        from analyzer.vectors import embedding_matrix
+        from analyzer.store.embeddings import is_unit, read_unit, units
+        from analyzer.vectors import to_float32, unit_rows
 
         wanted = None if ids is None else list(dict.fromkeys(str(x) for x in ids))
         want = None if wanted is None else set(wanted)
         found: dict[str, np.ndarray] = {}
-        for part in self.store.embedding_parts():
-            for batch in pq.ParquetFile(part).iter_batches(batch_size=chunk_rows):
-                got = batch.column(0).to_pylist()
+        unit = is_unit(self.store)  # referenced input vectors are normalised here
+        for piece in units(self.store):
+            for batch_ids, h in read_unit(self.store, piece, chunk_rows):
+                got = batch_ids.to_pylist()
                 keep = [i for i, x in enumerate(got) if (want is None or x in want) and x not in found]
                 if keep:
-                    mat, _ = embedding_matrix(batch.column(1).take(keep))
+                    mat = to_float32(h[keep]) if unit else unit_rows(h[keep])[0]
                     found.update(zip((got[i] for i in keep), mat))
         order = [x for x in (wanted if wanted is not None else found) if x in found]
         dim = next(iter(found.values())).shape[0] if found else 0
         return order, (np.stack([found[x] for x in order]) if order else np.zeros((0, dim), np.float32))
 
     def query(self, name_or_path: str, **params):
-        """Run a query from ``queries/`` (or a .sql path) with DuckDB parameters; returns a polars frame."""
-        return run_query(self.con._con, name_or_path, params).pl()
+        """Run a query from ``queries/`` (or a .sql path) with DuckDB parameters; returns a polars frame. Date,
+        time, timestamp, interval and union columns come back as DuckDB's text of them, as in ``analyzer query``
+        (polars cannot hold the last two and panics on dates outside its range, such as 'infinity'::DATE)."""
+        return as_text(run_query(self.con._con, name_or_path, params)).pl()
 
     def table(self, name: str, limit: int | None = None):
         """A catalog table or view as a polars frame."""

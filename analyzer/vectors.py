@@ -19,6 +19,7 @@ from analyzer.errors import InputError
 # float32 squared norms inside this range are exact enough; outside it (tiny, huge, zero, NaN) norms are taken in
 # float64. The compiled scoring kernel (analyzer/tagging/kernel.py) uses the same range.
 NORM_SAFE = (1e-30, 1e30)
+FINITE_BLOCK_VALUES = 1 << 21  # float16 values per block of finite_rows (4 MB of bits: one L2-sized buffer)
 
 
 def to_float32(a: np.ndarray) -> np.ndarray:
@@ -37,14 +38,20 @@ def to_float16(a: np.ndarray) -> np.ndarray:
 
 def finite_rows(mat: np.ndarray) -> np.ndarray:
     """Bool per row of an (n, d) array: no NaN or inf in the row. float16 is checked on the bits (an all-ones
-    exponent is NaN or inf; 4.6 GB/s here, against 1 GB/s for numpy's float16 arithmetic)."""
+    exponent is NaN or inf), in blocks of ``FINITE_BLOCK_VALUES`` through one small buffer: 0.019 s per 128 MB
+    of vectors here, against 0.04 s for one pass over the whole batch (a temporary array as large as the batch)."""
     if mat.shape[1] == 0:
         return np.ones(len(mat), dtype=bool)
     if mat.dtype == np.float16:
-        exponent = np.bitwise_and(np.ascontiguousarray(mat).view(np.uint16), 0x7C00)
-        if exponent.max() < 0x7C00:  # the common case: one reduction over the block
-            return np.ones(len(mat), dtype=bool)
-        return (exponent != 0x7C00).all(axis=1)
+        bits = np.ascontiguousarray(mat).view(np.uint16)
+        step = max(1, FINITE_BLOCK_VALUES // bits.shape[1])
+        buf = np.empty((min(step, len(bits)), bits.shape[1]), dtype=np.uint16)  # stays in cache between blocks
+        for s in range(0, len(bits), step):
+            block = buf[:len(bits[s:s + step])]
+            np.bitwise_and(bits[s:s + step], 0x7C00, out=block)
+            if block.max() >= 0x7C00:  # rare: a non-finite value somewhere; check every row
+                return (np.bitwise_and(bits, 0x7C00) != 0x7C00).all(axis=1)
+        return np.ones(len(mat), dtype=bool)
     with np.errstate(over="ignore", invalid="ignore"):  # a huge finite row may overflow its sum: rechecked below
         suspect = ~np.isfinite(mat.sum(axis=1, dtype=np.float32))
     finite = np.ones(len(mat), dtype=bool)
@@ -126,7 +133,8 @@ def float16_binary(mat: np.ndarray) -> pa.Array:
     10x faster than ``fixed_size_list<float16>``); :func:`embedding_matrix` decodes it."""
     mat = np.ascontiguousarray(to_float16(mat))
     n, d = mat.shape
-    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(2 * d), n, [None, pa.py_buffer(mat.astype("<f2"))])
+    data = pa.py_buffer(mat.astype("<f2", copy=False))  # no copy on little-endian machines
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(2 * d), n, [None, data])
 
 
 def _values(v: np.ndarray, widen: bool) -> np.ndarray:

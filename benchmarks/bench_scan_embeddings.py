@@ -16,8 +16,10 @@ What it does:
 2. Fits (or loads from the cache) the concept model of ``--encoder`` (default ``openclip:ViT-B-32:random``, a
    seeded random-init ViT-B-32: a 512-d encoder whose weights do not change the speed), outside the timing.
 3. Runs the real CLI in a subprocess: ``analyzer scan INPUT --out RUN --embedding-modality image -q`` (the
-   default scan: embeddings kept in RUN/embeddings, the index stage runs, R2 on; ``--no-embeddings`` passes that
-   flag: no RUN/embeddings, no index stage), and measures its wall time and peak RSS (``os.wait4``). Stage times
+   default scan: embeddings kept, the index stage runs, R2 on; with ``--layout laion`` the .npy vectors are kept
+   by reference (RUN/embeddings/vectors.json, analyzer/store/embeddings.py), with ``--layout parquet`` copied into
+   RUN/embeddings parts; ``--no-embeddings`` passes that flag: no RUN/embeddings, no index stage), and measures
+   its wall time and peak RSS (``os.wait4``). Stage times
    come from the run's completion markers (parts, catalog, risk, escalation, recommend, report); the index
    stage's phases (inside the risk stage: fit sample, k-means fit, the pass over every row, neighbour search,
    write) from the catalog's ``runs`` key ``index_timings``.
@@ -271,17 +273,19 @@ def main(argv=None) -> dict:
         t_wall = time.time()
         wall, rc, rss_mb, cpu_s, tail = run_scan(cmd, env)
         result["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
-        result.update(exit_code=rc, wall_s=round(wall, 2), rows_per_s=round(args.rows / wall), cpu_s=round(cpu_s, 1),
+        result.update(exit_code=rc, wall_s=round(wall, 2), cpu_s=round(cpu_s, 1),
                       peak_rss_mb=rss_mb, stages=stage_times(run, t_wall), command=" ".join(cmd[1:]))
         if rc != 0:
             result["error_tail"] = tail
         else:
             summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
+            rows = result["rows"] = summary.get("items_total") or args.rows  # --data: the rows of that dataset
+            result["rows_per_s"] = round(rows / wall)
             result["summary"] = {k: summary.get(k) for k in ("items_total", "items_scanned", "items_failed",
                                                               "r1_items", "recommended_removals")}
             st = result["stages"]
             if st.get("parts_s"):
-                result["parts_rows_per_s"] = round(args.rows / st["parts_s"])
+                result["parts_rows_per_s"] = round(rows / st["parts_s"])
             result["run_mb"] = round(du(run) / 1e6, 1)
             result["index"] = index_record(run)
         rate, rss = (400_000, 1536) if args.no_embeddings else (150_000, 2048)

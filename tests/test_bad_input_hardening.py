@@ -391,6 +391,23 @@ def test_a_real_process_never_panics_on_dates_out_of_range(small_run, tmp_path, 
     assert "infinity" in res.stdout and "-infinity" in res.stdout and "1 day" in res.stdout
 
 
+def test_run_query_gives_dates_out_of_range_as_text(small_run, tmp_path):
+    """The notebook API (Run.query) returns what the CLI prints for the same query: polars would panic on
+    'infinity'::DATE (a Rust panic) and cannot hold INTERVAL or UNION; ordinary columns keep their types."""
+    import analyzer
+
+    sql = tmp_path / "q.sql"
+    sql.write_text("SELECT 'infinity'::DATE AS d, [INTERVAL 1 DAY] AS li, {'u': union_value(k := 1)} AS su, "
+                   "1 AS n, item_id FROM items LIMIT 1")
+    run = analyzer.open_run(small_run)
+    try:
+        df = run.query(str(sql))
+    finally:
+        run.close()
+    assert df["d"].to_list() == ["infinity"] and df["li"].to_list() == ["[1 day]"]
+    assert df.schema["n"].is_integer() and df.height == 1
+
+
 def test_the_failed_scan_cases_leave_no_success(tmp_path, capsys):
     """A cut .tar.gz found mid-scan: FAILED is written, _SUCCESS never (the case above checks exit 2)."""
     src = tmp_path / "in"

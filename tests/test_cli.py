@@ -205,7 +205,6 @@ def test_real_process_bad_input_has_no_traceback(tmp_path):
 
 
 def test_usage_error_is_exit_2(capsys):
-    code = None
     with pytest.raises(SystemExit) as exc:
         main(["scan"])
     assert exc.value.code == 2

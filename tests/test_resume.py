@@ -28,7 +28,7 @@ SUBJECTS = ["a red bicycle", "a bowl of ramen", "a mountain lake", "a wooden cha
             "a plate of pasta", "a desk lamp", "a snowy pine forest", "a brick lighthouse", "a pair of hiking boots"]
 PLACES = ["on a wooden table", "in the rain", "in black and white", "from above", "at sunset", "in a studio"]
 TABLES = ["items", "item_scores", "item_risk", "group_risk", "recommendations"]
-ROWS, BATCH = 1200, 30  # 40 parts
+ROWS, BATCH = 600, 15  # 40 parts
 
 
 def _dataset(path: Path) -> Path:
@@ -145,6 +145,7 @@ def stage_kills(runs):
     out = {}
     for name, trigger in KILL_POINTS.items():
         run = full.parent / f"kill-{name}"
+        _parts_of(full, run)  # the kill comes after the parts: they are those of the full scan, resumed
         proc = subprocess.Popen(_cmd(data, run), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             deadline = time.monotonic() + 900
@@ -163,6 +164,20 @@ def stage_kills(runs):
         state["resume"] = subprocess.run(_cmd(data, run), env=_env(), capture_output=True, text=True, timeout=600)
         out[name] = (run, state)
     return out
+
+
+def _parts_of(full: Path, run: Path) -> None:
+    """``run`` holding only what the parts stage of ``full`` wrote (its state, parts, embeddings and part markers):
+    the same command then resumes there and runs every later stage, where the kills land."""
+    import shutil
+
+    shutil.copytree(full, run)
+    for p in sorted(run.rglob("*"), reverse=True):
+        rel = p.relative_to(run).as_posix()
+        keep = (rel == "_state.json" or rel.startswith(("parts/", "embeddings/")) or rel in ("parts", "embeddings")
+                or rel == "_markers" or (rel.startswith("_markers/part-") and rel.endswith(".done")))
+        if not keep:
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
 
 
 @pytest.mark.slow

@@ -3,7 +3,8 @@
 Any result prints: ``--format csv`` writes nested columns (lists, structs, maps, arrays) as their JSON text and
 binary values as hex; ``--format json`` does the same for the values polars' JSON writer cannot take (binary,
 extension types), so no column type ends in a crash. Columns whose type holds a date, time, timestamp, interval or
-union (at any depth) print as DuckDB's text of them (``as_text``). An error while the query runs is one line, exit 2.
+union (at any depth) print as DuckDB's text of them (``store.sql.as_text``). An error while the query runs is
+one line, exit 2.
 """
 from __future__ import annotations
 
@@ -88,7 +89,7 @@ def with_defaults(sql_name: str, params: dict) -> dict:
 
 def run(a) -> int:
     from analyzer import api
-    from analyzer.store.sql import parse_param, run_query
+    from analyzer.store.sql import as_text, parse_param, run_query
 
     params = with_defaults(a.sql, dict(parse_param(p) for p in a.param or []))
     with api.open_run(a.run) as run:
@@ -144,28 +145,6 @@ def _cell(v) -> str:
         v = _text(v)
     text = str(v).replace("\r", "\\r").replace("\n", "\\n").replace("\t", " ")
     return text if len(text) <= TABLE_WIDTH else text[:TABLE_WIDTH - 3] + "..."
-
-
-# DuckDB types printed as DuckDB's own text, matched anywhere in the type (nested ones too): polars cannot hold
-# INTERVAL or UNION and panics (a Rust panic, no Python exception) on dates and times outside its range, such as
-# 'infinity'::DATE or TIME '24:00:00'
-TEXT_TYPES = re.compile(r"\b(DATE|TIME|TIMESTAMP\w*|TIMETZ|INTERVAL|UNION)\b", re.IGNORECASE)
-
-
-def as_text(rel):
-    """``rel`` with each column whose type matches TEXT_TYPES cast to VARCHAR by DuckDB. Columns are renamed by
-    position first (a result may repeat a name), then given their names back, quoted as identifiers."""
-    risky = [bool(TEXT_TYPES.search(str(t))) for t in rel.types]
-    if not any(risky):
-        return rel
-    names = [f"c{i}" for i in range(len(risky))]
-    select = ", ".join(f"{f'CAST({n} AS VARCHAR)' if r else n} AS {_identifier(c)}"
-                       for n, r, c in zip(names, risky, rel.columns))
-    return rel.query("analyzer_result", f"SELECT {select} FROM analyzer_result AS r({', '.join(names)})")
-
-
-def _identifier(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def printable(df, *, json_ok: bool):

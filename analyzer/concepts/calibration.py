@@ -125,7 +125,6 @@ def choose_operating_points(p: np.ndarray, y: np.ndarray, *, recall_target: floa
     # cumulative counts at each candidate threshold (flag p >= t)
     idx = np.searchsorted(-ps, -cand, side="right")  # number of items with p >= t
     tp = np.cumsum(ys == 1)[idx - 1]
-    fp = idx - tp
     rec = tp / max(npos, 1)
     prec = tp / np.maximum(idx, 1)
     f1 = np.where(prec + rec > 0, 2 * prec * rec / np.maximum(prec + rec, 1e-12), 0)

@@ -181,15 +181,10 @@ def _fit_head(state: dict, entry: dict, seed: int) -> dict:
     what = f"{N_FOLDS}-fold cross-validated predictions on {{n}} labelled {entry['modality']} examples " \
            f"({entry['source']})"
     for j, c in enumerate(concept_ids):
-        lab = entry["labels"].get(c)
-        if lab is None:
+        labelled = _labelled(entry, c, f"{entry['modality']} examples")
+        if labelled is None:
             continue
-        rows = np.array([i for i, v in enumerate(lab) if v is not None], dtype=int)
-        y = np.array([lab[i] for i in rows], dtype=int)
-        if len(rows) < 4 or y.sum() < 2 or len(y) - y.sum() < 2:
-            raise InputError(f"expected at least 2 positive and 2 negative labelled {entry['modality']} examples for "
-                             f"{c!r} in the bank's modality_probes ({entry['source']}), got {int(y.sum())} positive "
-                             f"of {len(y)}; label more examples")
+        rows, y = labelled
         Xc = X[rows]
         C = ProbeTagger().C
         z_oof = _cv_logits(Xc, y, seed, C)
@@ -216,6 +211,21 @@ def _fit_head(state: dict, entry: dict, seed: int) -> dict:
             "examples": len(entry["ids"]), "source": entry["source"], "encoder": entry["encoder"]}
 
 
+def _labelled(entry: dict, c: str, what: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(rows, 0/1 labels) of the examples labelled for concept ``c`` (None: the bank labels none for it). Fewer
+    than 2 of either class is an InputError: nothing could be measured."""
+    lab = entry["labels"].get(c)
+    if lab is None:
+        return None
+    rows = np.array([i for i, v in enumerate(lab) if v is not None], dtype=int)
+    y = np.array([lab[i] for i in rows], dtype=int)
+    if len(rows) < 4 or y.sum() < 2 or len(y) - y.sum() < 2:
+        raise InputError(f"expected at least 2 positive and 2 negative labelled {what} for {c!r} in the bank's "
+                         f"modality_probes ({entry['source']}), got {int(y.sum())} positive of {len(y)}; label more "
+                         "examples")
+    return rows, y
+
+
 def _floored(d) -> np.ndarray:
     d = np.asarray(d, dtype=np.float64)
     return np.where(d >= DETECTOR_FLOOR, d, 0.0)
@@ -235,14 +245,10 @@ def _fit_video_head(state: dict, entry: dict, image_head: dict | None) -> dict:
     z_max = np.stack([(f @ W + b).max(axis=0) for f in frames])  # (videos, k)
     ops = {}
     for j, c in enumerate(concept_ids):
-        lab = entry["labels"].get(c)
-        if lab is None:
+        labelled = _labelled(entry, c, "videos")
+        if labelled is None:
             continue
-        rows = np.array([i for i, v in enumerate(lab) if v is not None], dtype=int)
-        y = np.array([lab[i] for i in rows], dtype=int)
-        if len(rows) < 4 or y.sum() < 2 or len(y) - y.sum() < 2:
-            raise InputError(f"expected at least 2 positive and 2 negative labelled videos for {c!r} in the bank's "
-                             f"modality_probes ({entry['source']}), got {int(y.sum())} positive of {len(y)}")
+        rows, y = labelled
         q = sigmoid(z_max[rows, j])
         measured = choose_operating_points(q, y)
         text_pts = state["operating_points"][c]

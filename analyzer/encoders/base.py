@@ -80,6 +80,16 @@ def caption_texts(texts: Sequence) -> list[str]:
     return ["" if t is None else str(t)[:MAX_TEXT_CHARS].replace("\x00", " ") for t in texts]
 
 
+def encode_in_batches(encode, texts: Sequence, dim: int, batch_size: int) -> np.ndarray:
+    """Unit float32 rows of ``encode(list of captions) -> (n, dim)`` over the captions (``caption_texts``), called
+    ``batch_size`` captions at a time."""
+    texts = caption_texts(texts)
+    out = np.empty((len(texts), dim), dtype=np.float32)
+    for i in range(0, len(texts), batch_size):
+        out[i:i + batch_size] = encode(texts[i:i + batch_size])
+    return l2_normalize(out)
+
+
 def l2_normalize(x: np.ndarray) -> np.ndarray:
     """Row-normalise to unit length in float32; zero rows stay zero (callers flag them)."""
     x = np.asarray(x, dtype=np.float32)

@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from analyzer.errors import InputError
-from analyzer.encoders.base import TextOnly, l2_normalize, caption_texts
+from analyzer.encoders.base import TextOnly, encode_in_batches
 
 _MODEL_FILE = "e5-small-q4.bin"
 _CACHE: dict[str, object] = {}
@@ -88,9 +88,6 @@ class E5SmallEncoder(TextOnly):
         return self._fingerprint
 
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
-        texts = caption_texts(texts)  # NUL as a space (the C engine reads NUL-terminated strings), cut long ones
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for i in range(0, len(texts), self.batch_size):
-            out[i:i + self.batch_size] = self.model.query(texts[i:i + self.batch_size])
-        return l2_normalize(out)
+        # caption_texts: NUL as a space (the C engine reads NUL-terminated strings), long captions cut
+        return encode_in_batches(self.model.query, texts, self.dim, self.batch_size)
 

@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from analyzer.errors import InputError
-from analyzer.encoders.base import TextOnly, l2_normalize, caption_texts
+from analyzer.encoders.base import TextOnly, encode_in_batches
 
 _CACHE: dict[int, object] = {}
 # files whose bytes decide the vectors: the weights, the vocabulary and the forward-pass code
@@ -77,9 +77,5 @@ class UseMultilingualEncoder(TextOnly):
         return self._fingerprint
 
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
-        texts = caption_texts(texts)
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for i in range(0, len(texts), self.batch_size):
-            out[i:i + self.batch_size] = self.model.encode(texts[i:i + self.batch_size])
-        return l2_normalize(out)
+        return encode_in_batches(self.model.encode, texts, self.dim, self.batch_size)
 

@@ -46,6 +46,8 @@ from analyzer.errors import InputError
 from analyzer.index.knn import IVFKNN, NEIGHBOURS_KEPT, StreamingKNN
 from analyzer.index.options import INDEX_DEFAULTS, choose_k, resolve_index_options
 from analyzer.index.threads import single_threaded_libraries, workers
+from analyzer.tagging.kernel import widen
+from analyzer.vectors import to_float16, unit_rows
 
 __all__ = ["INDEX_DEFAULTS", "build_index", "describe_search", "index_info", "resolve_index_options", "choose_k",
            "IVFKNN", "StreamingKNN", "NEIGHBOURS_KEPT"]  # and, loaded on first use: EmbeddingKMeans, TwoLevelKMeans,
@@ -115,9 +117,9 @@ def _query_ids(con, max_queries: int, seed: int) -> tuple[pa.Array, int]:
     return ids.column(0).combine_chunks(), n
 
 
-def _fit_sample(units, n_raw: int, fit_rows: int, chunk_rows: int, seed: int) -> tuple[np.ndarray, dict]:
+def _fit_sample(store, units, n_raw: int, fit_rows: int, chunk_rows: int, seed: int) -> tuple[np.ndarray, dict]:
     """``fit_rows`` float32 rows at seeded uniform positions among a seeded random subset of the row groups."""
-    from analyzer.index.stream import read_chunks, widen
+    from analyzer.index.stream import read_chunks
 
     rng = np.random.default_rng(seed)
     chosen = list(range(len(units)))
@@ -132,7 +134,7 @@ def _fit_sample(units, n_raw: int, fit_rows: int, chunk_rows: int, seed: int) ->
     pool = sum(units[i][2] for i in chosen)
     pick = np.sort(rng.choice(pool, size=fit_rows, replace=False))
     out, offset = [], 0
-    for _, h in read_chunks([units[i] for i in chosen], chunk_rows=chunk_rows):
+    for _, h in read_chunks(store, [units[i] for i in chosen], chunk_rows=chunk_rows):
         lo, hi = np.searchsorted(pick, [offset, offset + len(h)])
         if hi > lo:
             out.append(widen(h[pick[lo:hi] - offset]))
@@ -178,7 +180,8 @@ class _Kept:
     """Rows kept from the stream (queries or reference): ids, float16 vectors and clusters, in arrays of a fixed
     capacity (no concatenation: the reference alone is max_reference x d x 2 bytes)."""
 
-    def __init__(self, capacity: int, d: int):
+    def __init__(self, capacity: int, d: int, *, normalise: bool = False):
+        self.normalise = normalise  # referenced input vectors (analyzer/store/embeddings.py): made unit here
         self.vecs = np.empty((capacity, d), dtype=np.float16)
         self.lists = np.empty(capacity, dtype=np.int32)
         self.ids: list[pa.Array] = []
@@ -190,7 +193,10 @@ class _Kept:
             end = self.n + len(idx)
             if end > len(self.vecs):
                 raise RuntimeError(f"index stage: more rows kept ({end}) than planned ({len(self.vecs)})")
-            np.take(h, idx, axis=0, out=self.vecs[self.n:end])
+            if self.normalise:
+                self.vecs[self.n:end] = to_float16(unit_rows(widen(h[idx]))[0])
+            else:
+                np.take(h, idx, axis=0, out=self.vecs[self.n:end])
             np.take(lab, idx, out=self.lists[self.n:end])
             self.ids.append(ids.take(pa.array(idx)))
             self.n = end
@@ -264,7 +270,8 @@ def build_index(con, store, *, seed: int = 0, n_clusters: int | None = None, nei
 
 def _build(con, store, opts: dict, *, seed: int, n_clusters, neighbours: int, timings: dict | None) -> dict:
     from analyzer.index.kmeans import TwoLevelKMeans, make_kmeans
-    from analyzer.index.stream import assign, embedding_parts, ordered_map, read_chunks, row_groups, widen
+    from analyzer.index.stream import assign, ordered_map, read_chunks
+    from analyzer.store.embeddings import is_unit, units as vector_units
 
     con.execute("CREATE OR REPLACE TABLE clusters (item_id VARCHAR, cluster INTEGER, similarity FLOAT)")
     con.execute("CREATE OR REPLACE TABLE flagged_neighbours (item_id VARCHAR, neighbour_id VARCHAR, "
@@ -273,7 +280,7 @@ def _build(con, store, opts: dict, *, seed: int, n_clusters, neighbours: int, ti
             "neighbours": neighbours, "search": None, "exhaustive": False, "reference_rows": 0, "nlist": None,
             "nprobe": None, "fit_sample_rate": 1.0, "query_sample_rate": 1.0, "reference_sample_rate": 1.0,
             "base_sample_rate": 1.0, "options": {k: "inf" if v == math.inf else v for k, v in opts.items()}}
-    units = row_groups(embedding_parts(store))
+    units = vector_units(store)
     n_raw = sum(u[2] for u in units)
     if n_raw < 2:
         return info
@@ -283,7 +290,7 @@ def _build(con, store, opts: dict, *, seed: int, n_clusters, neighbours: int, ti
     if k < 1:
         raise InputError(f"expected n_clusters >= 1, got {n_clusters!r}")
     fit_rows = min(n_raw, max(opts["max_fit_rows"], k))
-    sample, fit_info = _fit_sample(units, n_raw, fit_rows, chunk, seed)
+    sample, fit_info = _fit_sample(store, units, n_raw, fit_rows, chunk, seed)
     clock("fit_sample")
     threads = workers()
     km = make_kmeans(min(k, n_raw), seed=seed, n_jobs=threads).fit(sample)
@@ -296,7 +303,9 @@ def _build(con, store, opts: dict, *, seed: int, n_clusters, neighbours: int, ti
     ref_pos = (None if m_target == n_raw else
                np.sort(np.random.default_rng(seed + 1).choice(n_raw, size=m_target, replace=False)))
     dups = _duplicates(con)
-    queries, reference, clusters = _Kept(len(qset), d), _Kept(m_target, d), _Writer(con, "clusters")
+    unit = is_unit(store)  # referenced input vectors are normalised where they are kept (queries, reference)
+    queries, reference = _Kept(len(qset), d, normalise=not unit), _Kept(m_target, d, normalise=not unit)
+    clusters = _Writer(con, "clusters")
     n = 0
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="index") as pool, clusters:
         def work(chunk):  # in the pool's threads: each chunk's clusters, and which of its rows are queries
@@ -304,7 +313,7 @@ def _build(con, store, opts: dict, *, seed: int, n_clusters, neighbours: int, ti
             return (*assign(km, h), pc.is_in(ids, value_set=qset).to_numpy(zero_copy_only=False))
 
         for (ids, h, in_ref), (lab, sim, is_query) in ordered_map(pool, work, _stream(read_chunks(
-                units, chunk_rows=chunk), dups, ref_pos), window=threads + 1):  # the one pass over every row
+                store, units, chunk_rows=chunk), dups, ref_pos), window=threads + 1):  # the one pass over every row
             clusters.add(pa.table({"item_id": ids, "cluster": lab, "similarity": sim}))
             reference.add(ids, h, lab, in_ref)
             queries.add(ids, h, lab, is_query)

@@ -70,7 +70,25 @@ def _cosine(best: np.ndarray, X: np.ndarray) -> np.ndarray:
     return np.divide(best, norms, out=np.zeros_like(best), where=norms > 0)
 
 
-class EmbeddingKMeans(ClusterMixin, BaseEstimator):
+class _Predictions:
+    """``predict``, ``predict_with_similarity`` and ``fit_predict`` from a clusterer's ``assign`` (the two classes
+    below differ only in how they fit and assign)."""
+
+    def predict(self, X):
+        """Cluster of each row (the most similar centroid; two levels: coarse first, then the fine one in it)."""
+        return self.predict_with_similarity(X)[0]
+
+    def predict_with_similarity(self, X):
+        """(cluster, cosine similarity to its centroid) of each row."""
+        X = _check(X)
+        lab, best = self.assign(X)
+        return lab, _cosine(best, X)
+
+    def fit_predict(self, X, y=None):
+        return self.fit(X).predict(X)
+
+
+class EmbeddingKMeans(_Predictions, ClusterMixin, BaseEstimator):
     """Seeded spherical k-means on unit vectors (faiss ``Kmeans``, ``spherical=True``), one level.
 
     ``n_clusters=None`` picks ``choose_k(n)``. ``n_init`` restarts keep the best objective; faiss trains on at
@@ -101,16 +119,6 @@ class EmbeddingKMeans(ClusterMixin, BaseEstimator):
         self.inertia_ = float(km.obj[-1]) if len(km.obj) else 0.0  # sum of similarities (higher is better)
         return self
 
-    def predict(self, X):
-        """Cluster of each row (the most similar centroid)."""
-        return self.predict_with_similarity(X)[0]
-
-    def predict_with_similarity(self, X):
-        """(cluster, cosine similarity to its centroid) of each row."""
-        X = _check(X)
-        lab, best = self.assign(X)
-        return lab, _cosine(best, X)
-
     def assign(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(cluster, inner product with its unit centroid) of float32 rows, unchecked (the index stage's pass: its
         rows come from the run's own embedding parts)."""
@@ -118,11 +126,9 @@ class EmbeddingKMeans(ClusterMixin, BaseEstimator):
             raise InputError("expected a fitted EmbeddingKMeans, got an unfitted one; call fit first")
         return _best(X, self.centers_padded_)
 
-    def fit_predict(self, X, y=None):
-        return self.fit(X).predict(X)
 
 
-class TwoLevelKMeans(ClusterMixin, BaseEstimator):
+class TwoLevelKMeans(_Predictions, ClusterMixin, BaseEstimator):
     """``n_clusters`` spherical k-means clusters in two levels (see the module docstring).
 
     ``n_coarse=None``: round(sqrt(k)). The fine clusters of a coarse cluster are fitted on its rows of the sample,
@@ -171,15 +177,6 @@ class TwoLevelKMeans(ClusterMixin, BaseEstimator):
         self.n_features_in_ = X.shape[1]
         return self
 
-    def predict(self, X):
-        return self.predict_with_similarity(X)[0]
-
-    def predict_with_similarity(self, X):
-        """(fine cluster, cosine similarity to its centroid) of each row: coarse cluster first, then the fine one."""
-        X = _check(X)
-        lab, best = self.assign(X)
-        return lab, _cosine(best, X)
-
     def assign(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(fine cluster, inner product with its unit centroid) of float32 rows, unchecked (see EmbeddingKMeans)."""
         coarse = self.coarse_of(X)
@@ -208,8 +205,6 @@ class TwoLevelKMeans(ClusterMixin, BaseEstimator):
             lab[lo:hi] += self.fine_offsets_[g]
         return lab, best
 
-    def fit_predict(self, X, y=None):
-        return self.fit(X).predict(X)
 
 
 def allocate_fine_clusters(k: int, sizes: np.ndarray) -> np.ndarray:

@@ -1,53 +1,34 @@
-"""Reading a run's embedding parts (``RUN/embeddings/part-N.parquet``: ``item_id`` + float16 unit vector, as
-``fixed_size_binary(2*d)`` or ``fixed_size_list<float16>``; ``analyzer.vectors.embedding_matrix`` decodes both).
+"""Streaming a run's kept vectors, copied or referenced (analyzer/store/embeddings.py), for the index stage.
 
 Everything here streams in bounded chunks and hands out ids WITH their vectors: the index stage joins to the
 catalog by ``item_id``, never by position.
 
-- ``embedding_parts(store)``: the parts whose completion marker exists.
-- ``row_groups(parts)``: (path, row group, rows) of every part, from the Parquet footers (no data read).
-- ``read_chunks(units, ...)``: (ids: Arrow strings, float16 rows) per chunk of the given row groups (memory-
-  mapped), the next row group read in a background thread while the caller works on the current one.
+- ``units(store)`` (analyzer/store/embeddings.py): (path, row group, rows) of every piece, no vectors read.
+- ``read_chunks(store, units, ...)``: (ids: Arrow strings, float16 rows) per chunk of the given pieces (memory-
+  mapped), the next piece read in a background thread while the caller works on the current one.
 - ``DuplicateFilter``: which rows to keep when an id repeats (its first row where the catalog scanned it).
 - ``widen(h, out, sq, rows)`` (from analyzer.tagging.kernel): float16 rows -> float32 and their squared norms (the scoring
   kernel's conversion, F16C on x86): about 3x numpy's ``astype`` here (3.6 vs 1.0-1.4 M rows/s of 512-d).
 - ``assign(km, h)``: clusters and similarities of float16 rows (the index stage's worker threads).
 - ``ordered_map(pool, fn, items, window)``: fn over items in a thread pool, in order, a bounded window in flight.
-- ``iter_embeddings(store)``: (ids, float32 unit vectors) chunks, the simple form (tests, benchmarks).
+- ``iter_embeddings(store)``: (ids, float32 unit vectors) chunks, the simple form (Run.embeddings, escalation,
+  tests, benchmarks).
 """
 from __future__ import annotations
 
 import threading
 from collections import deque
 from concurrent.futures import Executor, ThreadPoolExecutor
-from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from analyzer.index.kmeans import TwoLevelKMeans
+from analyzer.store.embeddings import read_unit, units
 from analyzer.tagging.kernel import widen  # the compiled float16 -> float32 widening (LLVM fpext)
-from analyzer.vectors import embedding_matrix, unit_rows
-
-COLUMNS = ["item_id", "embedding"]
-
-
-def embedding_parts(store) -> list[Path]:
-    """Embedding parts whose completion marker exists, in part order (a killed scan's leftovers are ignored)."""
-    return [] if store is None else store.embedding_parts()
-
-
-def row_groups(parts: list[Path]) -> list[tuple[Path, int, int]]:
-    """(path, row group index, rows) of every row group of the parts, in stream order (footers only)."""
-    out = []
-    for path in parts:
-        meta = pq.ParquetFile(path).metadata
-        out += [(path, i, meta.row_group(i).num_rows) for i in range(meta.num_row_groups)]
-    return out
-
+from analyzer.vectors import unit_rows
 
 _local = threading.local()  # one float32 buffer per thread (fresh 64 MB arrays are faulted in page by page)
 
@@ -124,28 +105,15 @@ class DuplicateFilter:
         return keep
 
 
-def _read(unit, chunk_rows: int) -> list[tuple[pa.Array, np.ndarray]]:
-    """One row group as (ids, float16 rows) chunks. Memory-mapped: 2.2-2.4 CPU-seconds per 10M rows of 512-d
-    vectors here against 3.5-6 with reads (the pages are the page cache's; a chunk's pages are unmapped when the
-    chunk is dropped)."""
-    path, group, _ = unit
-    pf = pq.ParquetFile(path, memory_map=True)
-    out = []
-    for batch in pf.iter_batches(batch_size=chunk_rows, row_groups=[group], columns=COLUMNS, use_threads=False):
-        h, _ = embedding_matrix(batch.column(1), check_finite=False, widen=False)
-        out.append((batch.column(0), h))
-    return out
-
-
-def read_chunks(units: list, *, chunk_rows: int = 65536,
+def read_chunks(store, units: list, *, chunk_rows: int = 65536,
                 duplicates: DuplicateFilter | None = None) -> Iterator[tuple[pa.Array, np.ndarray]]:
-    """(ids, float16 rows) chunks of the given row groups in order, the next row group read in a background thread.
+    """(ids, float16 rows) chunks of the given pieces in order, the next piece read in a background thread.
     Rows removed by ``duplicates`` are left out (their order in the stream decides which row of an id is kept)."""
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-read") as pool:
-        ahead = pool.submit(_read, units[0], chunk_rows) if units else None
+        ahead = pool.submit(read_unit, store, units[0], chunk_rows) if units else None
         for i in range(len(units)):
             chunks = ahead.result()
-            ahead = pool.submit(_read, units[i + 1], chunk_rows) if i + 1 < len(units) else None
+            ahead = pool.submit(read_unit, store, units[i + 1], chunk_rows) if i + 1 < len(units) else None
             for ids, h in chunks:
                 keep = duplicates.mask(ids) if duplicates else None
                 if keep is not None:
@@ -156,8 +124,8 @@ def read_chunks(units: list, *, chunk_rows: int = 65536,
 
 def iter_embeddings(store, *, chunk_rows: int = 65536, duplicate_ids: Iterable[str] = ()
                     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(ids as an object array, float32 unit vectors) chunks of the run's embeddings; an id in ``duplicate_ids``
-    is yielded once (its first row)."""
+    """(ids as an object array, float32 unit vectors) chunks of the run's kept vectors; an id in
+    ``duplicate_ids`` is yielded once (its first row)."""
     dups = DuplicateFilter(keep_first=duplicate_ids)
-    for ids, h in read_chunks(row_groups(embedding_parts(store)), chunk_rows=chunk_rows, duplicates=dups):
+    for ids, h in read_chunks(store, units(store), chunk_rows=chunk_rows, duplicates=dups):
         yield np.asarray(ids.to_pylist(), dtype=object), unit_rows(widen(h))[0]

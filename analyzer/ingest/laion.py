@@ -93,6 +93,22 @@ class LaionEmbeddingReader:
     def count_rows(self) -> int:
         return sum(self.rows.values())
 
+    def vector_shards(self) -> list[dict] | None:
+        """Where each row's vector sits, for a run that references them instead of copying them
+        (analyzer/store/embeddings.py): per shard its .npy path, first ``row_idx``, rows, data offset, dimension,
+        size and modification time. None unless every shard is a C-order float16 file (others are copied)."""
+        out, first = [], 0
+        for _, n, npy, _ in self.shards:
+            arr = _open_npy(npy)
+            if arr.dtype != np.float16 or not arr.flags.c_contiguous or not isinstance(arr, np.memmap):
+                return None
+            st = os.stat(npy)
+            out.append({"path": str(Path(npy).resolve()), "first_row": first, "rows": int(arr.shape[0]),
+                        "offset": int(arr.offset), "dim": int(arr.shape[1]), "size": st.st_size,
+                        "mtime_ns": st.st_mtime_ns})
+            first += int(arr.shape[0])
+        return out
+
     def iter_batches(self, batch_size: int, start_row: int = 0) -> Iterator[pa.RecordBatch]:
         row = start_row
         for _, n, npy, meta in self.shards:

@@ -19,9 +19,11 @@ def provenance_section(con, summary: dict) -> str:
     sources = [dict(zip(cols, r)) for r in rel.fetchall()]
     total = sources[0] if sources else {}
     present = any(total.get(k) for k in ("punsafe_items", "pwatermark_items", "c2pa_manifests"))
-    rel = run_query(con, "provenance_tag_rates", {"high": HIGH})
-    cols = [d[0] for d in rel.description]
-    rates = [dict(zip(cols, r)) for r in rel.fetchall()]
+    rates = []  # without any evidence every group of the tag-rate query is empty: no second pass over the items
+    if present:
+        rel = run_query(con, "provenance_tag_rates", {"high": HIGH})
+        cols = [d[0] for d in rel.description]
+        rates = [dict(zip(cols, r)) for r in rel.fetchall()]
     summary["provenance"] = {"present": bool(present), "high": HIGH, "sources": sources, "tag_rates": rates,
                              "note": "the input's own columns and C2PA manifests, reported beside the tags, not fused"}
     if not present:

@@ -202,6 +202,27 @@ def atomic_parquet(table: pa.Table, path: Path, **options) -> None:
     os.replace(tmp, path)
 
 
+def stream_parquet(tmp: Path, tables, *, empty: str) -> None:
+    """Write an iterable of tables as the row groups of one Parquet file at the temporary path ``tmp`` (the writer
+    opens on the first table, with its schema), so memory holds one table at a time. Anything that fails removes
+    the temporary file and is raised again; no table at all is ``InputError(empty)``. The caller renames ``tmp``."""
+    writer = None
+    try:
+        for table in tables:
+            if writer is None:
+                tmp.parent.mkdir(parents=True, exist_ok=True)
+                writer = pq.ParquetWriter(tmp, table.schema)
+            writer.write_table(table)
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    if writer is None:
+        raise InputError(empty)
+    writer.close()
+
+
 def open_store(run: str | Path) -> RunStore:
     store = RunStore(run)
     if not store.root.is_dir():

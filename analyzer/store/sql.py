@@ -128,3 +128,25 @@ def parse_param(text: str) -> tuple[str, object]:
         except ValueError:
             pass
     return key, value
+
+
+# DuckDB types returned as DuckDB's own text, matched anywhere in the type (nested ones too): polars cannot hold
+# INTERVAL or UNION and panics (a Rust panic, no Python exception) on dates and times outside its range, such as
+# 'infinity'::DATE or TIME '24:00:00'. Used by `analyzer query` and Run.query.
+TEXT_TYPES = re.compile(r"\b(DATE|TIME|TIMESTAMP\w*|TIMETZ|INTERVAL|UNION)\b", re.IGNORECASE)
+
+
+def as_text(rel):
+    """``rel`` with each column whose type matches TEXT_TYPES cast to VARCHAR by DuckDB. Columns are renamed by
+    position first (a result may repeat a name), then given their names back, quoted as identifiers."""
+    risky = [bool(TEXT_TYPES.search(str(t))) for t in rel.types]
+    if not any(risky):
+        return rel
+    names = [f"c{i}" for i in range(len(risky))]
+    select = ", ".join(f"{f'CAST({n} AS VARCHAR)' if r else n} AS {_identifier(c)}"
+                       for n, r, c in zip(names, risky, rel.columns))
+    return rel.query("analyzer_result", f"SELECT {select} FROM analyzer_result AS r({', '.join(names)})")
+
+
+def _identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from analyzer.errors import InputError
 from analyzer.progress import progress
+from analyzer.store.rundir import stream_parquet
 from analyzer.stress.stats import MEASURES, Counts
 from analyzer.stress.suite import CONCEPTS, drift_concepts, escalates
 from analyzer.tagging.batch import tag_batch
@@ -52,9 +52,9 @@ def tag_generations(reader, encoder, model, suite, *, out: Path, point: str, bat
     result = Tagged()
     final = out / GENERATIONS_FILE
     tmp = out / f".{GENERATIONS_FILE}.{os.getpid()}.tmp"
-    writer = None
     bar = progress(reader.count_rows(), "stress", quiet=quiet)
-    try:
+
+    def tables():  # one batch at a time: read, tagged, reduced to its generation rows, written, dropped
         for batch in reader.iter_batches(batch_size):
             matched = frozenset()
             if hashes is not None:
@@ -68,20 +68,14 @@ def tag_generations(reader, encoder, model, suite, *, out: Path, point: str, bat
             del batch
             table = _reduce(items, model, suite, point, matched, result)
             del items
-            if writer is None:
-                writer = pq.ParquetWriter(tmp, table.schema)
-            writer.write_table(table)
+            yield table
             bar.update(rows)
-    except BaseException:
-        if writer is not None:
-            writer.close()
-        tmp.unlink(missing_ok=True)
-        raise
+
+    try:
+        stream_parquet(tmp, tables(), empty="expected at least one generation, got none; pass the generations "
+                                            "table or folder")
     finally:
         bar.close()
-    if writer is None:
-        raise InputError("expected at least one generation, got none; pass the generations table or folder")
-    writer.close()
     if result.unmatched == result.rows:
         tmp.unlink(missing_ok=True)
         raise InputError(f"expected generations keyed by the suite's prompt_id values (e.g. "

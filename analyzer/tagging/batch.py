@@ -49,7 +49,7 @@ def tag_batch(batch: pa.RecordBatch, encoder, model, *, embedding_modality: str 
     texts = None if text_col.null_count == n else text_col.to_pylist()
     modality = np.full(n, "text", dtype=object)
     scores = {c: np.full(n, np.nan) for c in model.concept_ids}
-    unit16 = np.zeros((n, encoder.dim), dtype=np.float16) if keep_embeddings else None
+    kept = [] if keep_embeddings else None  # (rows, their float16 unit vectors), per scoring path
 
     def fail(rows, why):
         for i in rows:
@@ -58,8 +58,8 @@ def tag_batch(batch: pa.RecordBatch, encoder, model, *, embedding_modality: str 
     def put(rows, s, u16):
         for c, p in s.items():
             scores[c][rows] = p
-        if unit16 is not None and u16 is not None:
-            unit16[rows] = u16
+        if kept is not None and u16 is not None:
+            kept.append((rows, u16))
 
     # 1) precomputed vectors: one call for the rows that carry one (the fused kernel when there are no captions)
     emb_col = batch.column("embedding")
@@ -79,7 +79,10 @@ def tag_batch(batch: pa.RecordBatch, encoder, model, *, embedding_modality: str 
             good = np.isfinite(norms) & (norms > 0)
             fail(rows[~np.isfinite(norms)], "embedding holds NaN or inf")
             fail(rows[np.isfinite(norms) & (norms == 0)], "embedding has zero norm")
-            put(rows[good], {c: p[good] for c, p in s.items()}, None if u16 is None else u16[good])
+            if good.all():  # the common case: no copy of the batch's vectors
+                put(rows, s, u16)
+            else:
+                put(rows[good], {c: p[good] for c, p in s.items()}, None if u16 is None else u16[good])
             has_vec[rows[good]] = True
             modality[rows[good]] = embedding_modality
     # 2) images where there is no vector, 3) captions where there is neither
@@ -110,7 +113,7 @@ def tag_batch(batch: pa.RecordBatch, encoder, model, *, embedding_modality: str 
         _score_rows(rows, encoder.encode_text([texts[i] for i in rows]), "text", texts, model, put)
     items = _items_part(batch, ok, errors, modality, scores, model, texts, evidence, preset)
     items = _with_provenance(items, batch)
-    return redact(items, hash_matched), _embeddings_part(batch, ok, unit16)
+    return redact(items, hash_matched), _embeddings_part(batch, ok, kept, encoder.dim)
 
 
 def _with_provenance(items: pa.Table, batch: pa.RecordBatch) -> pa.Table:
@@ -118,12 +121,13 @@ def _with_provenance(items: pa.Table, batch: pa.RecordBatch) -> pa.Table:
     claim generator; null for rows without bytes): evidence reported beside the tags, never fused into them."""
     for name in PROVENANCE_ITEM_COLUMNS:
         items = items.append_column(name, batch.column(name))
-    img = batch.column("image")
-    found = [(None, None, None)] * batch.num_rows
-    if img.null_count < batch.num_rows:
-        found = [read_c2pa(img[i].as_buffer()) if img[i].is_valid else (None, None, None)
-                 for i in range(batch.num_rows)]
-    state, ai, gen = zip(*found) if found else ((), (), ())
+    img, n = batch.column("image"), batch.num_rows
+    if img.null_count == n:  # no media bytes (precomputed vectors, captions): nothing to read, no per-row work
+        return (items.append_column("c2pa_state", pa.nulls(n, pa.string()))
+                .append_column("c2pa_ai_generated", pa.nulls(n, pa.bool_()))
+                .append_column("c2pa_claim_generator", pa.nulls(n, pa.string())))
+    found = [read_c2pa(img[i].as_buffer()) if img[i].is_valid else (None, None, None) for i in range(n)]
+    state, ai, gen = zip(*found)
     return (items.append_column("c2pa_state", pa.array(state, pa.string()))
             .append_column("c2pa_ai_generated", pa.array(ai, pa.bool_()))
             .append_column("c2pa_claim_generator", pa.array(gen, pa.string())))
@@ -171,11 +175,13 @@ def coverage(ok, errors, modality, texts, model, preset=None) -> tuple[list, np.
 
 
 def _column(values, n: int) -> pa.Array:
-    """A string column; one value repeated costs no per-row conversion."""
-    first = values[0] if n else None
-    if n and all(v == first for v in (values[0], values[-1])) and (np.asarray(values, dtype=object) == first).all():
+    """A string column; one value repeated (the common case: a batch of one modality, no captions) costs no
+    per-row conversion (``list.count`` compares by identity first)."""
+    values = values.tolist() if isinstance(values, np.ndarray) else list(values)
+    if n and values.count(values[0]) == n:
+        first = values[0]
         return pa.repeat(pa.scalar(first, pa.string()), n) if first is not None else pa.nulls(n, pa.string())
-    return pa.array(list(values), pa.string())
+    return pa.array(values, pa.string())
 
 
 def _items_part(batch, ok, errors, modality, scores, model, texts, evidence=None, preset=None) -> pa.Table:
@@ -211,26 +217,44 @@ def redact(items: pa.Table, hash_matched: frozenset = frozenset()) -> pa.Table:
         matched = np.asarray(pc.is_in(items.column("item_id"), pa.array(sorted(hash_matched), pa.string()))
                              .to_numpy(zero_copy_only=False), dtype=bool)
     withheld, refs = ~ok | adult | matched, both | matched
-    urls = items.column("url").to_pylist() if refs.any() else []
-    md5 = [url_digest(urls[i], "md5") if refs[i] else None for i in range(len(urls))] or [None] * n
-    host = [url_host(urls[i]) if refs[i] else None for i in range(len(urls))] or [None] * n
+    ref_rows = np.flatnonzero(refs)
+    urls = items.column("url").take(pa.array(ref_rows)).to_pylist()  # the few rows that keep a reference
+    md5 = _scatter([url_digest(u, "md5") for u in urls], ref_rows, n)
+    host = _scatter([url_host(u) for u in urls], ref_rows, n)
     mask = pa.array(withheld)
     out = items.set_column(items.schema.get_field_index("text"), "text",
                            pc.if_else(mask, pa.scalar(None, pa.string()), items.column("text")))
     out = out.set_column(out.schema.get_field_index("url"), "url",
                          pc.if_else(mask, pa.scalar(None, pa.string()), out.column("url")))
-    return (out.append_column("redacted", mask).append_column("url_md5", pa.array(md5, pa.string()))
-            .append_column("url_host", pa.array(host, pa.string())))
+    return out.append_column("redacted", mask).append_column("url_md5", md5).append_column("url_host", host)
+
+
+def _scatter(values: list, rows: np.ndarray, n: int) -> pa.Array:
+    """A string column of ``n`` rows: ``values`` at ``rows``, null elsewhere."""
+    if not len(rows):
+        return pa.nulls(n, pa.string())
+    index = np.full(n, len(values), dtype=np.int64)
+    index[rows] = np.arange(len(rows))
+    return pa.array(values + [None], pa.string()).take(pa.array(index))
 
 
 def _bools(col) -> np.ndarray:
     return np.asarray(pc.fill_null(col, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
-def _embeddings_part(batch, ok, unit16) -> pa.Table | None:
-    """item_id + float16 unit vector of the rows scored ok (``fixed_size_binary(2*d)``, analyzer/vectors.py)."""
-    if unit16 is None or not ok.any():
+def _embeddings_part(batch, ok, kept, dim: int) -> pa.Table | None:
+    """item_id + float16 unit vector of the rows scored ok (``fixed_size_binary(2*d)``, analyzer/vectors.py).
+    ``kept``: (rows, float16 unit vectors) per scoring path; one path covering the whole batch in order (precomputed
+    vectors, the common case) is used as it is, without a copy."""
+    if kept is None or not ok.any():
         return None
+    n = len(ok)
+    if len(kept) == 1 and len(kept[0][0]) == n and (kept[0][0] == np.arange(n)).all():
+        unit16 = kept[0][1]
+    else:
+        unit16 = np.zeros((n, dim), dtype=np.float16)
+        for rows, u16 in kept:
+            unit16[rows] = u16
     rows = None if ok.all() else pa.array(np.flatnonzero(ok))
     ids = batch.column("item_id") if rows is None else pc.take(batch.column("item_id"), rows)
     return pa.table({"item_id": ids, "embedding": float16_binary(unit16 if rows is None else unit16[ok])})
