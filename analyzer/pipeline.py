@@ -28,7 +28,7 @@ from analyzer.ingest import Reader, expand_paths, file_sha256, open_input
 from analyzer.store import RunStore
 from analyzer.store.embeddings import write_references
 from analyzer.store.lock import writer_lock
-from analyzer.store.rundir import atomic_write
+from analyzer.store.rundir import PARTS_FORMAT, atomic_write
 
 log = logging.getLogger("analyzer")
 
@@ -40,10 +40,6 @@ EMBEDDING_BATCH_SIZE = 131072
 # size above): each batch also holds its float16 unit vectors and writes an
 # embeddings part; at 131,072 rows the 1M-row scan's peak RSS went from 1.98 GB to 2.3-2.6 GB (docs/scaling.md)
 KEPT_EMBEDDING_BATCH_SIZE = 32768
-# the parts' format, part of the resume key: 7 LAION .npy vectors kept by reference (RUN/embeddings/vectors.json);
-# 6 punsafe, pwatermark, c2pa_*; 5 media_evidence; 4 lang, assessed, not_assessed, redacted; 3 plain flags, binary
-# vectors
-PARTS_FORMAT = 7
 
 
 def run_scan(cfg: ScanConfig) -> Path:
@@ -142,15 +138,16 @@ def referenced_vectors(cfg: ScanConfig, reader: Reader) -> list[dict] | None:
 
 def scan_state(cfg: ScanConfig, reader: Reader, encoder, bank, hashes=None) -> dict:
     """The resume key: a re-run resumes only a scan with the same inputs (path, size, mtime), the same contents of
-    the bank, hash lists, policy and encoder weights (sha256), and the same settings."""
+    the bank, hash lists, policy, encoder and image detector weights (sha256), and the same settings."""
     files = [{"path": str(Path(p).resolve()), "size": Path(p).stat().st_size, "mtime": Path(p).stat().st_mtime}
              for p in reader.files]
     lists = [] if hashes is None else [[h.name, h.kind, h.file_sha256] for h in hashes.lists]
     policy = None if cfg.policy is None else hashlib.sha256(Path(cfg.policy).read_bytes()).hexdigest()
-    from analyzer.tagging.media import media_options
+    from analyzer.tagging.media import detector_fingerprint, media_options
 
+    media = media_options(cfg.media_options)
     key = {"files": files, "columns": cfg.columns.as_dict(), "encoder": [encoder.name, encoder.fingerprint],
-           "media": media_options(cfg.media_options).as_dict(),
+           "media": media.as_dict(), "detector": detector_fingerprint(media),
            "bank": bank.fingerprint, "batch_size": cfg.batch_size, "keep_embeddings": cfg.keep_embeddings,
            "embedding_modality": cfg.embedding_modality, "hash_lists": lists, "policy": policy, "seed": cfg.seed,
            "version": __version__, "parts_format": PARTS_FORMAT}

@@ -120,3 +120,45 @@ def test_scan_prints_resolved_columns_unless_quiet(tmp_path, capsys, monkeypatch
     assert code == 2
     line = "analyzer: columns of d.csv: text=caption, id=url, url=url, source=source, embedding=(computed by the encoder)"
     assert (line in err) != quiet, err
+
+
+def test_scan_prints_the_columns_of_laion_metadata_and_hf_datasets(tmp_path, capsys, monkeypatch):
+    """Directories with columns say what they read too: a LAION layout (vectors from the .npy files, punsafe from
+    the metadata) and a saved Hugging Face dataset (its image column, punsafe carried); an image folder has none."""
+    import json
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import analyzer.api
+
+    def stop(*args, **kwargs):
+        raise _Stop("expected nothing: stopped by the test after the columns line")
+
+    monkeypatch.setattr(analyzer.api, "scan", stop)
+    laion = tmp_path / "laion"
+    (laion / "img_emb").mkdir(parents=True)
+    (laion / "metadata").mkdir()
+    np.save(laion / "img_emb" / "img_emb_0.npy", np.eye(2, 8, dtype=np.float16))
+    pq.write_table(pa.table({"key": ["a", "b"], "URL": ["https://a.example/1.jpg", "https://b.example/2.jpg"],
+                             "punsafe": [0.1, 0.9]}), laion / "metadata" / "metadata_0.parquet")
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    table = pa.table({"caption": ["a red kite", "a stone bridge"], "punsafe": [0.2, 0.7]})
+    with pa.OSFile(str(hf / "data-00000-of-00001.arrow"), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    (hf / "state.json").write_text(json.dumps({"_data_files": [{"filename": "data-00000-of-00001.arrow"}],
+                                               "_split": "train"}))
+    (hf / "dataset_info.json").write_text("{}")
+    for data, line in ((laion, "analyzer: columns of metadata_0.parquet: text=(none), id=key, url=URL, "
+                               "source=(the URL's domain), embedding=img_emb/*.npy, punsafe=punsafe"),
+                       (hf, "analyzer: columns of data-00000-of-00001.arrow: text=caption, id=(sha1 of url and "
+                            "text), url=(none), source=(unknown), embedding=(computed by the encoder), punsafe=punsafe")):
+        assert main(["scan", str(data), "--out", str(tmp_path / "run")]) == 2
+        err = capsys.readouterr().err
+        assert line in err, err
+    from analyzer.ingest import ColumnSpec, open_input
+
+    batch = next(open_input([str(hf)], ColumnSpec()).iter_batches(10))
+    assert [round(v, 3) for v in batch.column("punsafe").to_pylist()] == [0.2, 0.7]  # carried into the items

@@ -46,7 +46,8 @@ def test_tag_file_keeps_its_columns_and_scores_every_caption_on_mixed_languages(
 def test_evaluate_json_keeps_its_keys_on_multilingual_labels(tmp_path, capsys):
     labels = tmp_path / "labels.csv"
     data = [("A boy flying a kite on the beach", 1, 0), ("Zwei Kinder bauen eine Sandburg", 1, 0),
-            ("Мальчик читает книгу в парке", 1, 0), ("Explicit porn video of two adults", 0, 1),
+            ("Мальчик читает книгу в парке", 1, 0),
+            ("Explicit porn video of two adults", 0, 1),
             ("Vídeo porno explícito de dos adultos", 0, 1), ("Una ciotola di ramen su un tavolo di legno", 0, 0),
             ("A red bicycle leaning on a wall", 0, 0), ("東京駅の夜景", 0, 0)]
     with labels.open("w", newline="", encoding="utf-8") as f:

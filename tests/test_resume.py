@@ -326,3 +326,55 @@ def test_the_resume_key_holds_bank_and_encoder_contents(tmp_path):
         with pytest.raises(InputError, match=words):
             RunStore(tmp_path / "run").prepare(state)
     assert RunStore(tmp_path / "run").prepare(first) is True  # the same key resumes
+
+
+def test_the_resume_key_holds_the_image_detectors_weights(tmp_path, monkeypatch):
+    """Other NudeNet weights (a reinstalled package) change the key, and prepare names the detector; with the
+    detector off its weights are not part of the key."""
+    from types import SimpleNamespace
+
+    from analyzer.concepts import load_bank
+    from analyzer.config import ColumnSpec, ScanConfig
+    from analyzer.encoders.nudity_detector import NudityDetector
+    from analyzer.errors import InputError
+    from analyzer.ingest import open_input
+    from analyzer.pipeline import scan_state
+    from analyzer.store import RunStore
+    from analyzer.tagging import media
+
+    data = _small(tmp_path / "captions.parquet")
+    cfg = ScanConfig(inputs=[str(data)], out=str(tmp_path / "run"), columns=ColumnSpec(), batch_size=64,
+                     embedding_modality="text")
+    reader, bank = open_input(cfg.inputs, cfg.columns), load_bank(None)
+    enc = SimpleNamespace(name="e5-small+use-m3", fingerprint="a" * 64)
+    first = scan_state(cfg, reader, enc, bank)
+    assert first["key"]["detector"] == NudityDetector().fingerprint and len(first["key"]["detector"]) == 64
+    RunStore(tmp_path / "run").prepare(first)
+    monkeypatch.setattr(media, "_DETECTOR", {"nudenet": SimpleNamespace(fingerprint="c" * 64)})
+    other = scan_state(cfg, reader, enc, bank)
+    assert other["fingerprint"] != first["fingerprint"]
+    with pytest.raises(InputError, match="image detector weights"):
+        RunStore(tmp_path / "run").prepare(other)
+    off = ScanConfig(**{**cfg.__dict__, "media_options": {"detector": "none"}})
+    assert scan_state(off, reader, enc, bank)["key"]["detector"] is None
+
+
+def test_a_run_of_an_older_format_is_refused_with_one_line(keyed_run, tmp_path, capsys):
+    """A run scanned by an earlier version (its resume key's parts_format) is refused by the readers with one line
+    that says how to rebuild it, not a DuckDB binder error from a table of another shape."""
+    import json
+    import shutil
+
+    from analyzer.cli import main
+    from test_bad_input import assert_one_line_error
+
+    d, _ = keyed_run
+    run = tmp_path / "old"
+    shutil.copytree(d / "run", run)
+    state = json.loads((run / "_state.json").read_text())
+    state["key"]["parts_format"] -= 1
+    (run / "_state.json").write_text(json.dumps(state))
+    for argv in (["report", str(run)], ["query", str(run), "prevalence"]):
+        assert_one_line_error(main(argv), capsys.readouterr().err, "earlier version")
+    assert main(["report", str(d / "run")]) == 0  # the current format reads as before
+

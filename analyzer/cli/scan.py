@@ -75,18 +75,16 @@ def run(a) -> int:
 
 
 def resolved_columns(inputs, kwargs: dict) -> list[str]:
-    """One line per distinct column mapping of tabular inputs (parquet, CSV, TSV, JSONL: their headers are read,
-    nothing else): which column each role reads, and what stands in for a role no column fills. Other inputs
-    (directories, tar shards) have no columns to resolve: no lines."""
-    from analyzer.ingest import TABULAR_SUFFIXES, ColumnSpec, expand_paths, open_input
+    """One line per distinct column mapping of inputs with columns (parquet, CSV, TSV, JSONL, a saved or exported
+    Hugging Face dataset, a LAION layout's metadata: their headers are read, nothing else): which column each role
+    reads, and what stands in for a role no column fills. Inputs without columns (image folders, tar shards): no
+    lines."""
+    from analyzer.ingest import ColumnSpec, open_input
 
-    paths = expand_paths(list(inputs))
-    if any(not p.is_file() or p.suffix.lower() not in TABULAR_SUFFIXES for p in paths):
-        return []
     spec = ColumnSpec(text=kwargs["text_column"], id=kwargs["id_column"], url=kwargs["url_column"],
                       source=kwargs["source_column"], embedding=kwargs["embedding_column"])
-    reader = open_input([str(p) for p in paths], spec)
-    if reader.kind != "tabular":  # a Hugging Face parquet export: its reader reports its own layout
+    reader = open_input(list(inputs), spec)
+    if reader.kind not in ("tabular", "hf", "laion"):
         return []
     groups: dict[tuple, list] = {}
     for path, cols in reader.columns.items():
@@ -94,11 +92,15 @@ def resolved_columns(inputs, kwargs: dict) -> list[str]:
     lines = []
     for key, files in groups.items():
         cols = dict(key)
+        if reader.kind == "laion":  # the vectors are the .npy rows beside the metadata, not a column
+            cols["embedding"] = f"{spec.embedding or 'img_emb'}/*.npy"
         stand_in = {"id": "sha1 of url and text", "source": "the URL's domain" if cols.get("url") else "unknown",
                     "embedding": "computed by the encoder", "text": "none", "url": "none"}
+        if reader.kind == "hf" and cols.get("image"):
+            stand_in["id"] = "split/row"
         where = files[0].name if len(files) == 1 else f"{len(files)} files"
         roles = ", ".join([f"{r}={cols[r]}" if cols.get(r) else f"{r}=({stand_in[r]})"
                            for r in ("text", "id", "url", "source", "embedding")]
-                          + [f"{r}={c}" for r, c in cols.items() if c and r not in stand_in])  # e.g. punsafe
+                          + [f"{r}={c}" for r, c in cols.items() if c and r not in stand_in])  # image, punsafe
         lines.append(f"analyzer: columns of {where}: {roles}")
     return lines

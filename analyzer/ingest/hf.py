@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 
 from analyzer.errors import InputError
 from analyzer.ingest.images import MAX_BYTES, is_image_name, resolve_roles
+from analyzer.ingest.provenance import provenance_columns
 from analyzer.ingest.schema import ColumnSpec
 from analyzer.ingest.standardize import standardize
 from analyzer.ingest.tabular import check_utf8_path, parquet_batches
@@ -65,6 +66,7 @@ class HFDatasetReader:
         for split, base, f, fmt in self.parts:
             schema = _schema(f, fmt)
             cols = resolve_roles(schema.names, spec, f)
+            cols.update({r: c for r, c in provenance_columns(schema.names).items() if c})  # punsafe, pwatermark
             cols["image"] = _image_column(schema, _features(base, schema))
             if not (cols["text"] or cols["embedding"] or cols["image"]):
                 raise InputError(f"expected a text, image or --embedding-column column in {f}, got columns "
@@ -99,7 +101,7 @@ class HFDatasetReader:
                 k = raw.num_rows
                 if k == 0:
                     continue
-                use = {r: cols[r] for r in ("text", "id", "url", "source", "embedding")}
+                use = {r: c for r, c in cols.items() if r != "image"}  # the roles, provenance columns too
                 arrays, names = list(raw.columns), list(raw.schema.names)
                 if cols["embedding"]:  # fixed-size lists go through the variable-list path of standardize
                     j = names.index(cols["embedding"])

@@ -25,6 +25,10 @@ import pyarrow.parquet as pq
 
 from analyzer.errors import InputError, RunIncompleteError
 
+# The run directory's format, part of the scan's resume key (analyzer/pipeline.py): 7 LAION .npy vectors kept by
+# reference (RUN/embeddings/vectors.json); 6 punsafe, pwatermark, c2pa_*; 5 media_evidence; 4 lang, assessed,
+# not_assessed, redacted; 3 plain flags, binary vectors. Readers refuse a run of an older format with one line.
+PARTS_FORMAT = 7
 DICT_COLUMNS = ("source", "file", "status", "error", "modality")  # columns whose values repeat
 EMBEDDING_ROW_GROUP = 32768  # rows per row group of an embeddings part (bounded decode memory for its readers)
 
@@ -174,7 +178,8 @@ def _changed_keys(old: dict | None, new: dict | None) -> str:
     if not isinstance(old, dict) or not isinstance(new, dict):
         return "unknown, the earlier state is unreadable"
     names = {"files": "input files (path, size or modification time)", "hash_lists": "hash list contents",
-             "bank": "concept bank contents", "encoder": "encoder or its weights", "policy": "policy contents"}
+             "bank": "concept bank contents", "encoder": "encoder or its weights", "policy": "policy contents",
+             "detector": "image detector weights"}
     changed = sorted(names.get(k, k) for k in set(old) | set(new) if old.get(k) != new.get(k))
     return ", ".join(changed) if changed else "the state's format"
 
@@ -232,4 +237,19 @@ def open_store(run: str | Path) -> RunStore:
             f"expected a complete run in {run}, got an incomplete one (no _SUCCESS marker); re-run the same "
             "`analyzer scan` command to resume it"
         )
+    fmt = _run_format(store)
+    if fmt is not None and fmt < PARTS_FORMAT:
+        raise InputError(f"expected a run of this analyzer's format ({PARTS_FORMAT}), got {run} written in format "
+                         f"{fmt} by an earlier version, whose tables the reports and queries of this one do not "
+                         "match; re-run its `analyzer scan` command with --overwrite")
     return store
+
+
+def _run_format(store: RunStore) -> int | None:
+    """The format a run was scanned in (its resume key's ``parts_format``); None when its state does not say
+    (runs assembled by hand, as the tests' catalogs are)."""
+    try:
+        key = json.loads((store.root / "_state.json").read_text()).get("key") or {}
+        return int(key["parts_format"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None

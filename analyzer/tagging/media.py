@@ -221,6 +221,19 @@ def detect_images(rows, img_col, model, options: MediaOptions, scores: dict, evi
                                                                  "rule": rule}}, sort_keys=True)
 
 
+def detector_fingerprint(options: MediaOptions) -> str | None:
+    """sha256 of the image detector's weights, for the resume key (a scan resumed with other weights would mix two
+    detectors' evidence); None when the detector is off or its package is not installed here (a scan that needs it
+    then stops with that package's error)."""
+    from analyzer.errors import InputError
+
+    try:
+        det = _detector(options)
+    except InputError:
+        return None
+    return None if det is None else det.fingerprint
+
+
 def _detector(options: MediaOptions):
     if options.detector is None:
         return None
