@@ -323,3 +323,26 @@ def test_a_published_file_that_changed_is_withdrawn(csv_run, tmp_path, monkeypat
     err = capsys.readouterr().err
     assert "other bytes" in err and len(err.strip().splitlines()) == 1, err
     assert [p.name for p in out.iterdir()] == [".lock"]
+
+
+def test_a_removed_id_twice_in_the_input_still_verifies_in_the_signoff(tmp_path):
+    """Every row of a removed id goes; the sign-off compares the strategy's distinct ids with the apply's distinct
+    removed ids (the row digest counts that id twice and reconciles the rows)."""
+    import yaml
+
+    from analyzer.policy.state import verify_applied
+
+    src = tmp_path / "data.parquet"
+    data = rows()
+    data.append(dict(data[1]))  # an adult-only caption's row again, with its id
+    write("parquet", src, data)
+    scan(src, tmp_path / "run").close()
+    rep = analyzer.apply(tmp_path / "run", strategy="all_adult_sexual", out=tmp_path / "out")
+    assert rep["reconciled"] and rep["id_digest"]["removed"] != rep["id_digest"]["removed_ids"]
+    con = duckdb.connect(str(tmp_path / "run" / "analysis.duckdb"), read_only=True)
+    try:
+        config = yaml.safe_load((tmp_path / "run" / "config.resolved.yaml").read_text())
+        ok, why = verify_applied(con, tmp_path / "run", rep, "all_adult_sexual", config)
+    finally:
+        con.close()
+    assert ok, why

@@ -79,7 +79,8 @@ def verify_applied(con, root: Path, report: dict, strategy: str, config: dict) -
                                      [strategy]).fetchall()]
     if report.get("manifest_ids") != len(ids) or report.get("manifest_ids_missing"):
         return False, f"the apply report removed {report.get('manifest_ids')} ids, the strategy {len(ids)}"
-    if f"{id_digest(ids):016x}" != (report.get("id_digest") or {}).get("removed"):
+    digests = report.get("id_digest") or {}
+    if f"{id_digest(ids):016x}" != digests.get("removed_ids", digests.get("removed")):  # older reports: rows
         return False, "the ids the apply removed differ from the strategy's removals"
     scanned = {str(Path(x.get("resolved") or x.get("path", "")).resolve()): x.get("sha256")
                for x in config.get("inputs", [])}

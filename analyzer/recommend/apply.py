@@ -18,6 +18,8 @@ hold, else nothing is published (exit 2, DIR holds only ``apply_report.json``):
   ids (a JSONL line that is not an object counts as one row without an id) equal the kept ones, one by one, and
   an order-free multiset digest (sum of 64-bit id hashes) of input ids = digest of output ids + removed ids;
 - the input files are unchanged (sha256 before = after = the scan's recorded fingerprint).
+The report also holds the digest of the distinct removed ids (``id_digest.removed_ids``): the sign-off compares it
+with the strategy's ids (an id twice in the input is removed twice, and counted twice in the row digests).
 """
 from __future__ import annotations
 
@@ -315,6 +317,9 @@ def _apply(store, strategy: str, removal: set[str], paths, targets: list[Path], 
             for k in tot:
                 tot[k] += n[k]
         missing = sorted(removal - found)
+        # the distinct removed ids, what the sign-off compares with the strategy's (an id twice in the input is
+        # removed twice: "removed" above counts rows, for the reconciliation)
+        dig["removed_ids"] = id_digest(sorted(found))
         checks = {
             "rows_add_up": tot["input"] == tot["kept"] + tot["removed"],
             "output_rows_equal_kept": all(f["output_rows"] == f["kept_rows"] for f in files),
