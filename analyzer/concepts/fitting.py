@@ -108,8 +108,7 @@ def _fit_concept(c, texts: list[str], y: np.ndarray, source: str, encoder, seed:
                          f"{int(y.sum())} positives of {len(y)}; add prompts or probe examples")
     X = cache.encode(encoder, texts)
     langs = detect_languages(texts)
-    jj = kwt.concept_ids_.index(c.id)
-    kw = kwt.transform(texts, langs)[:, jj, :]
+    kw = kwt.transform(texts, langs, concepts=[c.id])[:, 0, :]
     from analyzer.concepts.taggers import ProbeTagger
 
     C = PROBE_C
@@ -139,8 +138,8 @@ def _fit_concept(c, texts: list[str], y: np.ndarray, source: str, encoder, seed:
 def _fit_state(bank: ConceptBank, encoder, seed: int, rows, cache: FitCache) -> dict:
     kwt = KeywordTagger(bank).fit()
     context = [c.id for c in bank.concepts if c.id not in rows.labels]
-    kw_caps = kwt.transform(rows.texts, detect_languages(rows.texts))
-    kw_strong = {c: kw_caps[:, kwt.concept_ids_.index(c), 0] > 0 for c in context}
+    kw_caps = kwt.transform(rows.texts, detect_languages(rows.texts), concepts=context)
+    kw_strong = {c: kw_caps[:, j, 0] > 0 for j, c in enumerate(context)}
     pool, sets = assemble(bank, rows, kw_strong)
     k, d = len(bank.concepts), int(encoder.dim)
     W, b = np.zeros((d, k), np.float32), np.zeros(k, np.float32)

@@ -120,17 +120,20 @@ class KeywordTagger(ParamsMixin):
         return (pat is not None and pat.search(masked) is not None, wk is not None and wk.search(masked) is not None,
                 ctr is not None and ctr.search(low) is not None)
 
-    def transform(self, texts: Sequence[str | None], langs: Sequence[str] | None = None) -> np.ndarray:
-        self._compiled()
+    def transform(self, texts: Sequence[str | None], langs: Sequence[str] | None = None,
+                  concepts: Sequence[str] | None = None) -> np.ndarray:
+        """``concepts``: the columns wanted, in this order (default: every concept). Matching is the cost of a fit
+        (a regex search per text, concept and kind), so a caller that needs one concept asks for that one."""
+        compiled = self._compiled()
         if langs is None:
             langs = detect_languages(texts)
-        compiled = self._compiled()
-        out = np.zeros((len(texts), len(self.concept_ids_), 3), dtype=np.float32)
+        ids = self.concept_ids_ if concepts is None else list(concepts)
+        out = np.zeros((len(texts), len(ids), 3), dtype=np.float32)
         for i, (t, lang) in enumerate(zip(texts, langs)):
             if not t:
                 continue
             low, sc = normalise(t), scope(lang)
-            for j, cid in enumerate(self.concept_ids_):
+            for j, cid in enumerate(ids):
                 out[i, j] = self._match(low, compiled[cid][sc])
         return out
 
