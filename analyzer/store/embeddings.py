@@ -9,9 +9,9 @@ Two forms (docs/architecture.md, "Run directory"):
   files (LAION's layout). Each scanned row's vector is row ``row_idx - first_row`` of its shard's file; the ids and
   the scanned rows come from the items parts. Copying them would write the input a second time (10 GB per 10M rows
   of 512-d, 6 TB for LAION-5B) for nothing the run needs: the benchmark's default scan took 63-66 s with the copy
-  and 44-46 s without it at 10M rows (docs/scaling.md). The file records each shard's size and modification time, and every read checks
-  them: a changed or missing input is one clear error, never other vectors. Referenced vectors are the input's
-  own, not normalised: ``unit`` is False and the readers normalise what they keep.
+  and 44-46 s without it at 10M rows (docs/scaling.md). The file records each shard's size and modification time,
+  and every read checks them: a changed or missing input is one clear error, never other vectors. Referenced
+  vectors are the input's own, not normalised: ``unit`` is False and the readers normalise what they keep.
 
 ``units(store)`` lists the pieces to read ((path, row group, rows), footers and one status column only);
 ``read_unit(store, unit, chunk_rows)`` gives (ids, float16 rows) chunks of one piece.
