@@ -203,7 +203,7 @@ def finalize(cfg: ScanConfig, store: RunStore, reader: Reader, bank, encoder, mo
               for p, sha in zip(reader.files, input_sha256.result())]
     for x in inputs:
         remember_sha256(x["resolved"], x["sha256"])  # the sign-off below does not hash the inputs again
-    _write_config(cfg, store, encoder, bank, model, inputs, resumed, timings or {})
+    _write_config(cfg, store, reader, encoder, bank, model, inputs, resumed, timings or {})
     write_report(store, policy=cfg.policy)
     store.mark_stage("report")
     shutil.rmtree(store.root / "_duckdb_tmp", ignore_errors=True)  # DuckDB's spill files (ANALYZER_DUCKDB_MEMORY)
@@ -217,7 +217,23 @@ def _load_hash_matches(con, store: RunStore) -> None:
                     "FROM read_parquet($f)", {"f": [str(p) for p in parts]})
 
 
-def _write_config(cfg, store, encoder, bank, model, inputs, resumed, timings) -> None:
+def _columns_resolved(reader: Reader) -> dict | None:
+    """{file: {role: column}} for the report's Columns row: the first file of each distinct mapping (a LAION-5B
+    scan has 32,000 files of one mapping), None for inputs without columns."""
+    from analyzer.ingest import column_maps
+
+    maps = column_maps(reader)
+    if maps is None:
+        return None
+    out: dict[str, dict] = {}
+    for path, cols in maps.items():
+        kept = {r: c for r, c in cols.items() if c}
+        if kept not in out.values():
+            out[str(path)] = kept
+    return out
+
+
+def _write_config(cfg, store, reader, encoder, bank, model, inputs, resumed, timings) -> None:
     import yaml
 
     from analyzer.tagging.media import media_options
@@ -228,6 +244,7 @@ def _write_config(cfg, store, encoder, bank, model, inputs, resumed, timings) ->
         "inputs": inputs,
         "input_args": [os.path.abspath(x) for x in cfg.inputs],  # as given (globs kept): `hashes match RUN`
         "columns": cfg.columns.as_dict(),
+        "columns_resolved": _columns_resolved(reader),
         "encoder": {"name": encoder.name, "sha256": encoder.fingerprint, "dim": encoder.dim},
         "bank": {"path": str(bank.path), "version": bank.version, "sha256": bank.fingerprint},
         "model": {"sha256": hashlib.sha256((store.root / "model.json").read_bytes()).hexdigest(), "file": "model.json",

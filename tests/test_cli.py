@@ -222,3 +222,11 @@ def test_input_is_never_modified(tmp_path, capsys):
     assert hashlib.sha256(src.read_bytes()).hexdigest() == before
     code, _, err = _run(["scan", str(src), "--out", str(tmp_path / "run"), "--text-column", "caption", "-q"], capsys)
     assert code == 2 and "other inputs or settings" in err  # a different scan into the same run is refused
+
+
+def test_the_run_records_and_reports_the_column_each_role_read(demo_run):
+    """What the scan prints first (`analyzer: columns of ...`) is kept in config.resolved.yaml and shown in the
+    report's Columns row, not only the options given."""
+    resolved = demo_run.config["columns_resolved"]
+    assert list(resolved.values()) == [{"text": "TEXT", "id": "key", "url": "URL", "embedding": "embedding"}]
+    assert "embedding: `embedding`, id: `key`, text: `TEXT`, url: `URL`" in (demo_run.path / "report.md").read_text()

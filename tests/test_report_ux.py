@@ -330,14 +330,14 @@ def test_report_renders_in_headless_chromium_without_console_errors(planted, tmp
 
 
 def test_columns_row_says_which_column_each_role_read():
-    from analyzer.reporting.executive import _columns
+    from analyzer.reporting.executive import columns_row
 
     given = {"columns": {"text": None, "id": "key", "url": None, "source": None, "embedding": "vec"}}
-    assert _columns(given) == ("given: id: `key`, embedding: `vec`; auto-detected from each file's header: text, url, "
+    assert columns_row(given) == ("given: id: `key`, embedding: `vec`; auto-detected from each file's header: text, url, "
                                "source")
     resolved = {"columns_resolved": {"a.parquet": {"text": "caption", "id": None, "url": "URL"},
                                      "b.parquet": {"text": "caption", "url": "URL"}}}
-    assert _columns(resolved) == "text: `caption`, url: `URL`"
+    assert columns_row(resolved) == "text: `caption`, url: `URL`"
 
 
 def test_signoff_history_is_shown_newest_first(planted, tmp_path):

@@ -79,21 +79,20 @@ def resolved_columns(inputs, kwargs: dict) -> list[str]:
     Hugging Face dataset, a LAION layout's metadata: their headers are read, nothing else): which column each role
     reads, and what stands in for a role no column fills. Inputs without columns (image folders, tar shards): no
     lines."""
-    from analyzer.ingest import ColumnSpec, open_input
+    from analyzer.ingest import ColumnSpec, column_maps, open_input
 
     spec = ColumnSpec(text=kwargs["text_column"], id=kwargs["id_column"], url=kwargs["url_column"],
                       source=kwargs["source_column"], embedding=kwargs["embedding_column"])
     reader = open_input(list(inputs), spec)
-    if reader.kind not in ("tabular", "hf", "laion"):
+    maps = column_maps(reader)
+    if maps is None:
         return []
     groups: dict[tuple, list] = {}
-    for path, cols in reader.columns.items():
-        groups.setdefault(tuple(sorted(cols.items())), []).append(path)
+    for path, cols in maps.items():
+        groups.setdefault(tuple(sorted(cols.items(), key=lambda rc: rc[0])), []).append(path)
     lines = []
     for key, files in groups.items():
         cols = dict(key)
-        if reader.kind == "laion":  # the vectors are the .npy rows beside the metadata, not a column
-            cols["embedding"] = f"{spec.embedding or 'img_emb'}/*.npy"
         stand_in = {"id": "sha1 of url and text", "source": "the URL's domain" if cols.get("url") else "unknown",
                     "embedding": "computed by the encoder", "text": "none", "url": "none"}
         if reader.kind == "hf" and cols.get("image"):

@@ -42,6 +42,20 @@ def expand_paths(inputs: list[str]) -> list[Path]:
     return out
 
 
+def column_maps(reader: Reader) -> dict[Path, dict[str, str | None]] | None:
+    """Which column each role reads, per input file, for the inputs that have columns (tabular files, Hugging Face
+    datasets, a LAION layout's metadata, whose vectors are its ``.npy`` rows): what the scan prints first and records
+    in ``config.resolved.yaml``. None for inputs without columns (image folders, tar shards)."""
+    if reader.kind not in ("tabular", "hf", "laion"):
+        return None
+    out = {}
+    for path, cols in reader.columns.items():
+        out[path] = dict(cols)
+        if reader.kind == "laion":
+            out[path]["embedding"] = f"{reader.spec.embedding or 'img_emb'}/*.npy"
+    return out
+
+
 def _readable(p: Path) -> bool:
     try:
         with open(p, "rb") as fh:
@@ -112,5 +126,5 @@ def file_sha256(path: Path, chunk: int = 1 << 20, stop=None) -> str | None:
     return h.hexdigest()
 
 
-__all__ = ["ColumnSpec", "Reader", "STANDARD_SCHEMA", "STANDARD_SCHEMA_F16", "expand_paths", "file_sha256",
-           "make_item_id", "open_input"]
+__all__ = ["ColumnSpec", "Reader", "STANDARD_SCHEMA", "STANDARD_SCHEMA_F16", "column_maps", "expand_paths",
+           "file_sha256", "make_item_id", "open_input"]

@@ -139,7 +139,7 @@ def _examined(root: Path, summary: dict) -> str:
                      f"{reasons}"],
         ["Modalities", ", ".join(f"{m['modality']} {count_pct(m['items'], total)}" for m in cov["by_modality"])
          or "none"],
-        ["Columns", _columns(config)],
+        ["Columns", columns_row(config)],
         ["Encoder", enc_text],
         ["Calibration", "calibrated for this encoder and modality" if summary["calibrated"]
          else "**not calibrated** for this encoder and modality: counts are indicative only"],
@@ -163,9 +163,10 @@ def _inputs(inputs: list[dict]) -> str:
     return table([f"input file ({len(inputs):,})", "sha256"], shown)
 
 
-def _columns(config: dict) -> str:
-    """The column each role read: ``columns_resolved`` ({file: {role: column}}, tabular inputs) where the run
-    recorded it, else the options given, the other roles auto-detected from each file's header."""
+def columns_row(config: dict) -> str:
+    """The column each role read: ``columns_resolved`` ({file: {role: column}}: inputs with columns, the first file
+    of each distinct mapping; analyzer/pipeline.py) where the run recorded it, else the options given, the other
+    roles auto-detected from each file's header."""
     resolved = config.get("columns_resolved")
     if resolved:
         mappings = {tuple(sorted((r, c) for r, c in cols.items() if c)) for cols in resolved.values()}
