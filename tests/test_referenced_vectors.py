@@ -37,9 +37,12 @@ def pair(tmp_path_factory):
     pq.write_table(pa.table({"key": t.column("key"), "url": t.column("URL"),
                              "embedding": pa.FixedSizeListArray.from_arrays(pa.array(v16.reshape(-1)), v16.shape[1])}),
                    flat)
+    known = root / "known_urls.txt"  # two of the sample's URLs as a known-URL list: escalation expands around them
+    known.write_text("\n".join(t.column("URL").to_pylist()[i] for i in (5, 250)) + "\n")
     runs = {}
     for name, src, kw in (("ref", laion, {}), ("copy", flat, {"embedding_column": "embedding"})):
-        run = analyzer.scan(src, out=root / name, embedding_modality="text", quiet=True, **kw)
+        run = analyzer.scan(src, out=root / name, embedding_modality="text", quiet=True,
+                            hash_lists=[f"url:known={known}"], **kw)
         run.close()
         runs[name] = root / name
     return runs, laion, t.column("key").to_pylist(), v16
@@ -110,3 +113,20 @@ def test_changed_input_is_one_clear_error(pair, tmp_path):
             run.close()
     finally:
         os.utime(shard["path"], ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_escalation_expands_around_hits_from_referenced_vectors(pair):
+    """The escalation package's candidates near the hash-matched items come from the input's rows when the vectors
+    are referenced: the same items and categories as the copied run's (similarities differ in the 4th decimal:
+    float16 unit vectors against the input's float16 rows normalised in float32)."""
+    import csv
+
+    runs, *_ = pair
+    rows = {}
+    for name, path in runs.items():
+        with open(path / "escalation" / "quarantine.csv", newline="") as fh:
+            rows[name] = {(r["item_id"], r["category"]) for r in csv.DictReader(fh)}
+    cats = {c for _, c in rows["ref"]}
+    assert "hash_match" in cats and "expansion_candidate" in cats, cats
+    assert rows["ref"] == rows["copy"]
+
