@@ -1,6 +1,6 @@
-"""Generated benign media for the media tests: synthetic colour fields encoded as video with PyAV, tones and noise
-encoded as audio. Nothing here depicts anything: every frame is a flat colour (optionally with a moving bar), every
-sound a sine tone or noise."""
+"""Generated benign media for the media tests: noise and colour-field PNGs, synthetic colour fields encoded as video
+with PyAV, tones and noise encoded as audio. Nothing here depicts anything: every image is noise or a flat colour,
+every frame a flat colour (optionally with a moving bar), every sound a sine tone or noise."""
 from __future__ import annotations
 
 import io
@@ -11,6 +11,24 @@ from PIL import Image
 
 # Colours a test encoder maps to concept prototypes (tests/test_media_video.py); every other colour is background.
 BACKGROUND = (40, 90, 160)
+
+
+def _png_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr, "RGB").save(buf, "PNG")
+    return buf.getvalue()
+
+
+def noise_png(seed: int, *, shape=(32, 40)) -> bytes:
+    """A PNG of seeded random pixels (height, width = ``shape``)."""
+    return _png_bytes(np.random.default_rng(seed).integers(0, 256, (*shape, 3), dtype=np.uint8))
+
+
+def colour_png(colour, seed: int, *, noise: float, shape=(32, 40)) -> bytes:
+    """A PNG of one colour with seeded Gaussian noise of standard deviation ``noise`` (height, width = ``shape``)."""
+    rng = np.random.default_rng(seed)
+    arr = np.asarray(colour, np.float64) + rng.normal(0, noise, (*shape, 3))
+    return _png_bytes(np.clip(arr, 0, 255).astype(np.uint8))
 
 
 def colour_video(colours, *, fps: int = 10, size=(64, 48), fmt: str = "mp4", codec: str | None = None,

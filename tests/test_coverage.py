@@ -6,27 +6,18 @@ Generated benign media only (tests/media_fixtures.py): noise images, flat colour
 """
 from __future__ import annotations
 
-import io
 import json
 
 import duckdb
-import numpy as np
 import pytest
-from PIL import Image
 
 from analyzer.cli import main
 from analyzer.store.sql import run_query
-from media_fixtures import BACKGROUND, colour_video, tone
+from media_fixtures import BACKGROUND, colour_video, noise_png, tone
 
 pytestmark = pytest.mark.slow  # the fast tier (make test-fast) leaves these end-to-end scans out
 
 pytest.importorskip("av")
-
-
-def _png(seed: int) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (32, 40, 3), dtype=np.uint8), "RGB").save(buf, "PNG")
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +28,7 @@ def tiny_clip(tmp_path_factory):
     return save_tiny_clip(tmp_path_factory.mktemp("tinyclip_coverage"), "TinyClipCoverage", seed=0)
 
 
-FILES = {"photos/a.png": _png(1), "photos/b.png": _png(2),
+FILES = {"photos/a.png": noise_png(1), "photos/b.png": noise_png(2),
          "clips/walk.mp4": colour_video([BACKGROUND] * 20), "clips/walk.txt": b"a street at night",
          "clips/cut.mkv": colour_video([BACKGROUND] * 40, fmt="mkv")[:1500],  # truncated: fails to decode
          "sounds/bare.flac": tone(1.0, fmt="flac"),  # no caption and no audio encoder

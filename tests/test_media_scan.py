@@ -10,24 +10,16 @@ import json
 import tarfile
 
 import duckdb
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
 
 from analyzer.cli import main
-from media_fixtures import BACKGROUND, colour_video, tone
+from media_fixtures import BACKGROUND, colour_png, colour_video, noise_png, tone
 from media_stubs import COLOUR_A, COLOUR_B, ColourEncoder, synthetic_concept_model
 
 pytestmark = pytest.mark.slow  # the fast tier (make test-fast) leaves these end-to-end scans out
 
 pytest.importorskip("av")
-
-
-def _png(seed: int) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (32, 40, 3), dtype=np.uint8), "RGB").save(buf, "PNG")
-    return buf.getvalue()
 
 
 def _parts(run) -> list[dict]:
@@ -47,7 +39,7 @@ def tiny_clip(tmp_path_factory):
 
 def _media_files() -> dict[str, bytes]:
     video = colour_video([BACKGROUND] * 20)
-    return {"a.png": _png(1), "b.jpg.png": _png(2), "clip.mp4": video, "clip.txt": b"a street at night",
+    return {"a.png": noise_png(1), "b.jpg.png": noise_png(2), "clip.mp4": video, "clip.txt": b"a street at night",
             "film.webm": colour_video([BACKGROUND] * 15, fmt="webm"), "cut.mkv": colour_video([BACKGROUND] * 40,
                                                                                               fmt="mkv")[:1500],
             "song.wav": tone(1.5), "song.txt": b"a quiet tone", "noise.flac": tone(1.0, fmt="flac", noise=0.2),
@@ -80,8 +72,8 @@ def test_folder_of_images_video_and_audio_counts_every_item(tmp_path, tiny_clip)
 
 def test_webdataset_shard_mixing_images_video_and_audio(tmp_path, tiny_clip):
     shard = tmp_path / "shard-000.tar"
-    members = [("s1.jpg", _png(3)), ("s1.txt", b"a red kite"), ("s2.mp4", colour_video([BACKGROUND] * 20)),
-               ("s2.jpg", _png(4)), ("s2.txt", b"a clip of a road"), ("s3.wav", tone(1.0)),
+    members = [("s1.jpg", noise_png(3)), ("s1.txt", b"a red kite"), ("s2.mp4", colour_video([BACKGROUND] * 20)),
+               ("s2.jpg", noise_png(4)), ("s2.txt", b"a clip of a road"), ("s3.wav", tone(1.0)),
                ("s3.txt", b"a tone"), ("s4.ogg", tone(1.0, fmt="ogg")), ("s5.webm",
                                                                           colour_video([BACKGROUND] * 10, fmt="webm")),
                ("s6.pdf", b"%PDF-1.4")]
@@ -133,14 +125,6 @@ def test_a_video_with_both_concepts_across_frames_is_r1_in_the_catalog(tmp_path,
 
 # ---- calibration for a modality: probe fit on labelled images, then a calibrated image scan ------------------
 
-def _colour_png(colour, seed) -> bytes:
-    rng = np.random.default_rng(seed)
-    arr = np.clip(np.asarray(colour, np.float64) + rng.normal(0, 12, (32, 40, 3)), 0, 255).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(arr, "RGB").save(buf, "PNG")
-    return buf.getvalue()
-
-
 def _labelled_images(folder, n=12):
     """Generated colour fields with reviewed labels: reddish -> minor, greenish -> adult_sexual, others neither (no
     row is labelled with both)."""
@@ -150,7 +134,7 @@ def _labelled_images(folder, n=12):
         for colour, minor, adult, tag in ((COLOUR_A, 1, 0, "a"), (COLOUR_B, 0, 1, "b"), (BACKGROUND, 0, 0, "c"),
                                           ((200, 200, 200), 0, 0, "d")):
             name = f"{tag}{k}.png"
-            (folder / name).write_bytes(_colour_png(colour, 100 * k + ord(tag)))
+            (folder / name).write_bytes(colour_png(colour, 100 * k + ord(tag), noise=12))
             rows.append({"item_id": name, "path": f"img/{name}", "minor": minor, "adult_sexual": adult})
     return rows
 
@@ -174,7 +158,7 @@ def test_probe_fit_on_labelled_embeddings_calibrates_an_image_scan(tmp_path, tin
     scan_dir = tmp_path / "scan"
     scan_dir.mkdir()
     for k in range(3):
-        (scan_dir / f"new{k}.png").write_bytes(_colour_png((COLOUR_A, COLOUR_B, BACKGROUND)[k], 999 + k))
+        (scan_dir / f"new{k}.png").write_bytes(colour_png((COLOUR_A, COLOUR_B, BACKGROUND)[k], 999 + k, noise=12))
     run = tmp_path / "run"
     assert main(["scan", str(scan_dir), "--out", str(run), "--encoder", tiny_clip, "--bank", str(bank),
                  "--quiet"]) == 0

@@ -5,7 +5,6 @@ of the packaged starter suite; no prompt text is written in this file."""
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 
@@ -13,12 +12,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
 
 from analyzer.cli import main
 from analyzer.stress import STARTER_SUITE, load_stress, load_suite, run_stress
 from analyzer.stress.stats import newcombe
-from media_fixtures import BACKGROUND
+from media_fixtures import BACKGROUND, colour_png
 from media_stubs import COLOUR_B, DIM, PROTO, ColourEncoder, synthetic_concept_model
 from test_fixture_safety import _MINOR, _SEXUAL
 
@@ -159,14 +157,6 @@ def test_newcombe_interval_matches_the_published_example():
 
 # ---- image generations: one folder per prompt id ------------------------------------------------------------------
 
-def _png(colour, seed) -> bytes:
-    rng = np.random.default_rng(seed)
-    arr = np.clip(np.asarray(colour, np.float64) + rng.normal(0, 8, (24, 32, 3)), 0, 255).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(arr, "RGB").save(buf, "PNG")
-    return buf.getvalue()
-
-
 def test_image_generations_in_prompt_folders_through_the_cli(tmp_path, stubs, capsys):
     suite = tmp_path / "suite.csv"
     suite.write_text("prompt_id,prompt,category\np-lake,a mountain lake,benign\np-fruit,a bowl of fruit,benign\n"
@@ -177,7 +167,7 @@ def test_image_generations_in_prompt_folders_through_the_cli(tmp_path, stubs, ca
         for j in range(4):
             # generated colour fields; COLOUR_B maps to the adult_sexual prototype in the test encoder (synthetic)
             colour = COLOUR_B if pid == "p-fruit" else BACKGROUND
-            (gens / pid / f"{j}.png").write_bytes(_png(colour, j))
+            (gens / pid / f"{j}.png").write_bytes(colour_png(colour, j, noise=8, shape=(24, 32)))
     out = tmp_path / "run"
     assert main(["stress", str(suite), str(gens), "--out", str(out), "--encoder", "test", "--media-option",
                  "detector=none", "-q"]) == 0
