@@ -13,6 +13,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from analyzer.ingest.schema import flat_array
+
 PROVENANCE_NAMES = {
     "punsafe": ["punsafe", "p_unsafe", "nsfw_score", "nsfw_prob", "nsfw_probability", "unsafe_score"],
     "pwatermark": ["pwatermark", "p_watermark", "watermark_score", "watermark_prob", "watermark_probability"],
@@ -34,10 +36,7 @@ def probability_column(col: pa.Array | pa.ChunkedArray | None, n: int) -> pa.Arr
     """float32 values in [0, 1] from a numeric, string or binary column; null where absent or not a probability."""
     if col is None:
         return pa.nulls(n, pa.float32())
-    if isinstance(col, pa.ChunkedArray):
-        col = col.combine_chunks()
-    if pa.types.is_dictionary(col.type):
-        col = col.dictionary_decode()
+    col = flat_array(col)
     if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
         col = pc.cast(col, pa.string(), safe=False)
     if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):

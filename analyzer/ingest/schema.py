@@ -64,6 +64,13 @@ AUTO_NAMES = {
 }
 
 
+def flat_array(col: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """One contiguous array of the values: chunks combined, dictionary-encoded columns decoded."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    return col.dictionary_decode() if pa.types.is_dictionary(col.type) else col
+
+
 def make_item_id(url: str | None, text: str | None) -> str:
     """Documented fallback id: first 20 hex chars of sha1(url + "\\x1f" + text), both "" when null."""
     h = hashlib.sha1(((url or "") + "\x1f" + (text or "")).encode("utf-8", "surrogatepass"))

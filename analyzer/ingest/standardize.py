@@ -9,7 +9,8 @@ import pyarrow.compute as pc
 
 from analyzer.errors import InputError
 from analyzer.ingest.provenance import PROVENANCE_COLUMNS, probability_column, provenance_columns
-from analyzer.ingest.schema import AUTO_NAMES, STANDARD_SCHEMA, STANDARD_SCHEMA_F16, ColumnSpec, make_item_id
+from analyzer.ingest.schema import (AUTO_NAMES, STANDARD_SCHEMA, STANDARD_SCHEMA_F16, ColumnSpec, flat_array,
+                                    make_item_id)
 from analyzer.ingest.sources import source_column
 from analyzer.vectors import embedding_matrix, finite_rows
 
@@ -190,10 +191,7 @@ def _embedding_column(emb) -> tuple[pa.Array, np.ndarray]:
 def _as_string(arr, n: int) -> pa.Array:
     if arr is None:
         return pa.nulls(n, pa.string())
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    if pa.types.is_dictionary(arr.type):
-        arr = arr.dictionary_decode()
+    arr = flat_array(arr)
     if pa.types.is_large_string(arr.type):
         return arr.cast(pa.string())
     if pa.types.is_string(arr.type):
