@@ -311,7 +311,6 @@ def write_run_escalation(run_dir, con, *, run_fingerprint: str | None = None, th
     ``run_fingerprint`` defaults to the fingerprint in ``RUN/_state.json``.
     """
     from analyzer.store.sql import load_query
-    from analyzer.vectors import to_float32, unit_rows
 
     run_dir = Path(run_dir)
     if run_fingerprint is None:
@@ -328,10 +327,10 @@ def write_run_escalation(run_dir, con, *, run_fingerprint: str | None = None, th
     hit_ids = sorted({m["item_id"] for m in matches})
     expansions: list[dict] = []
     from analyzer.store import RunStore
-    from analyzer.store.embeddings import is_unit, read_unit, units
+    from analyzer.store.embeddings import KeptVectors
 
-    store = RunStore(run_dir)
-    parts = units(store)  # the kept vectors, copied or referenced (analyzer/store/embeddings.py)
+    vectors = KeptVectors(RunStore(run_dir))  # copied or referenced (analyzer/store/embeddings.py)
+    parts = vectors.units()
     if hit_ids and parts:
         import pyarrow as pa
         import pyarrow.compute as pc
@@ -345,10 +344,9 @@ def write_run_escalation(run_dir, con, *, run_fingerprint: str | None = None, th
 
         def batches():
             seen: set[str] = set()
-            unit = is_unit(store)
             for piece in parts:
-                for ids, h in read_unit(store, piece, batch_rows):
-                    mat = to_float32(h) if unit else unit_rows(h)[0]
+                for ids, h in vectors.read(piece, batch_rows):
+                    mat = vectors.as_unit_float32(h)
                     valid = np.isfinite(mat).all(axis=1) & (np.abs(mat).sum(axis=1) > 0)
                     if dup_ids:
                         is_dup = pc.is_in(ids, value_set=pa.array(sorted(dup_ids), pa.string()))

@@ -80,20 +80,18 @@ class Run:
         not the run's). An id without a kept embedding is left out of the result."""
         import numpy as np
 
-        from analyzer.store.embeddings import is_unit, read_unit, units
-        from analyzer.vectors import to_float32, unit_rows
+        from analyzer.store.embeddings import KeptVectors
 
         wanted = None if ids is None else list(dict.fromkeys(str(x) for x in ids))
         want = None if wanted is None else set(wanted)
         found: dict[str, np.ndarray] = {}
-        unit = is_unit(self.store)  # referenced input vectors are normalised here
-        for piece in units(self.store):
-            for batch_ids, h in read_unit(self.store, piece, chunk_rows):
+        vectors = KeptVectors(self.store)
+        for piece in vectors.units():
+            for batch_ids, h in vectors.read(piece, chunk_rows):
                 got = batch_ids.to_pylist()
                 keep = [i for i, x in enumerate(got) if (want is None or x in want) and x not in found]
                 if keep:
-                    mat = to_float32(h[keep]) if unit else unit_rows(h[keep])[0]
-                    found.update(zip((got[i] for i in keep), mat))
+                    found.update(zip((got[i] for i in keep), vectors.as_unit_float32(h[keep])))
         order = [x for x in (wanted if wanted is not None else found) if x in found]
         dim = next(iter(found.values())).shape[0] if found else 0
         return order, (np.stack([found[x] for x in order]) if order else np.zeros((0, dim), np.float32))

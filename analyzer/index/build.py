@@ -117,7 +117,7 @@ def _query_ids(con, max_queries: int, seed: int) -> tuple[pa.Array, int]:
     return ids.column(0).combine_chunks(), n
 
 
-def _fit_sample(store, units, n_raw: int, fit_rows: int, chunk_rows: int, seed: int) -> tuple[np.ndarray, dict]:
+def _fit_sample(vectors, units, n_raw: int, fit_rows: int, chunk_rows: int, seed: int) -> tuple[np.ndarray, dict]:
     """``fit_rows`` float32 rows at seeded uniform positions among a seeded random subset of the row groups."""
     from analyzer.index.stream import read_chunks
 
@@ -134,7 +134,7 @@ def _fit_sample(store, units, n_raw: int, fit_rows: int, chunk_rows: int, seed: 
     pool = sum(units[i][2] for i in chosen)
     pick = np.sort(rng.choice(pool, size=fit_rows, replace=False))
     out, offset = [], 0
-    for _, h in read_chunks(store, [units[i] for i in chosen], chunk_rows=chunk_rows):
+    for _, h in read_chunks(vectors, [units[i] for i in chosen], chunk_rows=chunk_rows):
         lo, hi = np.searchsorted(pick, [offset, offset + len(h)])
         if hi > lo:
             out.append(widen(h[pick[lo:hi] - offset]))
@@ -271,7 +271,7 @@ def build_index(con, store, *, seed: int = 0, n_clusters: int | None = None, nei
 def _build(con, store, opts: dict, *, seed: int, n_clusters, neighbours: int, timings: dict | None) -> dict:
     from analyzer.index.kmeans import TwoLevelKMeans, make_kmeans
     from analyzer.index.stream import assign, ordered_map, read_chunks
-    from analyzer.store.embeddings import is_unit, units as vector_units
+    from analyzer.store.embeddings import KeptVectors
 
     con.execute("CREATE OR REPLACE TABLE clusters (item_id VARCHAR, cluster INTEGER, similarity FLOAT)")
     con.execute("CREATE OR REPLACE TABLE flagged_neighbours (item_id VARCHAR, neighbour_id VARCHAR, "
@@ -280,7 +280,8 @@ def _build(con, store, opts: dict, *, seed: int, n_clusters, neighbours: int, ti
             "neighbours": neighbours, "search": None, "exhaustive": False, "reference_rows": 0, "nlist": None,
             "nprobe": None, "fit_sample_rate": 1.0, "query_sample_rate": 1.0, "reference_sample_rate": 1.0,
             "base_sample_rate": 1.0, "options": {k: "inf" if v == math.inf else v for k, v in opts.items()}}
-    units = vector_units(store)
+    vectors = KeptVectors(store)  # copied or referenced (analyzer/store/embeddings.py)
+    units = vectors.units()
     n_raw = sum(u[2] for u in units)
     if n_raw < 2:
         return info
@@ -290,7 +291,7 @@ def _build(con, store, opts: dict, *, seed: int, n_clusters, neighbours: int, ti
     if k < 1:
         raise InputError(f"expected n_clusters >= 1, got {n_clusters!r}")
     fit_rows = min(n_raw, max(opts["max_fit_rows"], k))
-    sample, fit_info = _fit_sample(store, units, n_raw, fit_rows, chunk, seed)
+    sample, fit_info = _fit_sample(vectors, units, n_raw, fit_rows, chunk, seed)
     clock("fit_sample")
     threads = workers()
     km = make_kmeans(min(k, n_raw), seed=seed, n_jobs=threads).fit(sample)
@@ -303,8 +304,8 @@ def _build(con, store, opts: dict, *, seed: int, n_clusters, neighbours: int, ti
     ref_pos = (None if m_target == n_raw else
                np.sort(np.random.default_rng(seed + 1).choice(n_raw, size=m_target, replace=False)))
     dups = _duplicates(con)
-    unit = is_unit(store)  # referenced input vectors are normalised where they are kept (queries, reference)
-    queries, reference = _Kept(len(qset), d, normalise=not unit), _Kept(m_target, d, normalise=not unit)
+    norm = not vectors.unit  # referenced input vectors are normalised where they are kept (queries, reference)
+    queries, reference = _Kept(len(qset), d, normalise=norm), _Kept(m_target, d, normalise=norm)
     clusters = _Writer(con, "clusters")
     n = 0
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="index") as pool, clusters:
@@ -313,7 +314,7 @@ def _build(con, store, opts: dict, *, seed: int, n_clusters, neighbours: int, ti
             return (*assign(km, h), pc.is_in(ids, value_set=qset).to_numpy(zero_copy_only=False))
 
         for (ids, h, in_ref), (lab, sim, is_query) in ordered_map(pool, work, _stream(read_chunks(
-                store, units, chunk_rows=chunk), dups, ref_pos), window=threads + 1):  # the one pass over every row
+                vectors, units, chunk_rows=chunk), dups, ref_pos), window=threads + 1):  # the one pass over every row
             clusters.add(pa.table({"item_id": ids, "cluster": lab, "similarity": sim}))
             reference.add(ids, h, lab, in_ref)
             queries.add(ids, h, lab, is_query)

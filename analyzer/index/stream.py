@@ -3,8 +3,8 @@
 Everything here streams in bounded chunks and hands out ids WITH their vectors: the index stage joins to the
 catalog by ``item_id``, never by position.
 
-- ``units(store)`` (analyzer/store/embeddings.py): (path, row group, rows) of every piece, no vectors read.
-- ``read_chunks(store, units, ...)``: (ids: Arrow strings, float16 rows) per chunk of the given pieces (memory-
+- ``KeptVectors(store).units()`` (analyzer/store/embeddings.py): (path, row group, rows) of every piece.
+- ``read_chunks(vectors, units, ...)``: (ids: Arrow strings, float16 rows) per chunk of the given pieces (memory-
   mapped), the next piece read in a background thread while the caller works on the current one.
 - ``DuplicateFilter``: which rows to keep when an id repeats (its first row where the catalog scanned it).
 - ``widen(h, out, sq, rows)`` (from analyzer.tagging.kernel): float16 rows -> float32 and their squared norms (the scoring
@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from analyzer.index.kmeans import TwoLevelKMeans
-from analyzer.store.embeddings import read_unit, units
+from analyzer.store.embeddings import KeptVectors
 from analyzer.tagging.kernel import widen  # the compiled float16 -> float32 widening (LLVM fpext)
 from analyzer.vectors import unit_rows
 
@@ -105,15 +105,15 @@ class DuplicateFilter:
         return keep
 
 
-def read_chunks(store, units: list, *, chunk_rows: int = 65536,
+def read_chunks(vectors: KeptVectors, units: list, *, chunk_rows: int = 65536,
                 duplicates: DuplicateFilter | None = None) -> Iterator[tuple[pa.Array, np.ndarray]]:
     """(ids, float16 rows) chunks of the given pieces in order, the next piece read in a background thread.
     Rows removed by ``duplicates`` are left out (their order in the stream decides which row of an id is kept)."""
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-read") as pool:
-        ahead = pool.submit(read_unit, store, units[0], chunk_rows) if units else None
+        ahead = pool.submit(vectors.read, units[0], chunk_rows) if units else None
         for i in range(len(units)):
             chunks = ahead.result()
-            ahead = pool.submit(read_unit, store, units[i + 1], chunk_rows) if i + 1 < len(units) else None
+            ahead = pool.submit(vectors.read, units[i + 1], chunk_rows) if i + 1 < len(units) else None
             for ids, h in chunks:
                 keep = duplicates.mask(ids) if duplicates else None
                 if keep is not None:
@@ -126,6 +126,6 @@ def iter_embeddings(store, *, chunk_rows: int = 65536, duplicate_ids: Iterable[s
                     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(ids as an object array, float32 unit vectors) chunks of the run's kept vectors; an id in
     ``duplicate_ids`` is yielded once (its first row)."""
-    dups = DuplicateFilter(keep_first=duplicate_ids)
-    for ids, h in read_chunks(store, units(store), chunk_rows=chunk_rows, duplicates=dups):
+    dups, vectors = DuplicateFilter(keep_first=duplicate_ids), KeptVectors(store)
+    for ids, h in read_chunks(vectors, vectors.units(), chunk_rows=chunk_rows, duplicates=dups):
         yield np.asarray(ids.to_pylist(), dtype=object), unit_rows(widen(h))[0]

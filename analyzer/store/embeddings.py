@@ -13,8 +13,8 @@ Two forms (docs/architecture.md, "Run directory"):
   and every read checks them: a changed or missing input is one clear error, never other vectors. Referenced
   vectors are the input's own, not normalised: ``unit`` is False and the readers normalise what they keep.
 
-``units(store)`` lists the pieces to read ((path, row group, rows), footers and one status column only);
-``read_unit(store, unit, chunk_rows)`` gives (ids, float16 rows) chunks of one piece.
+``KeptVectors(store)`` lists the pieces to read and reads them (its docstring); the index stage, ``Run.embeddings``
+and the escalation package all read kept vectors through it.
 """
 from __future__ import annotations
 
@@ -45,50 +45,67 @@ def references(store) -> list[dict] | None:
     return json.loads(path.read_text())["shards"] if path.exists() else None
 
 
-def is_unit(store) -> bool:
-    """Whether the run's kept vectors are unit vectors (copied) or the input's own (referenced)."""
-    return references(store) is None
+class KeptVectors:
+    """A run's kept vectors, copied or referenced (read from ``vectors.json`` once, not per piece).
 
+    - ``unit``: whether the stored rows are unit vectors (copied) or the input's own (referenced);
+    - ``units()``: (path, row group, rows) of every piece, in stream order;
+    - ``read(piece, chunk_rows)``: (ids, float16 rows) chunks of one piece;
+    - ``as_unit_float32(h)``: float32 unit vectors of rows that ``read`` gave (referenced ones normalised).
+    """
 
-def units(store) -> list[tuple[Path, int, int]]:
-    """(path, row group, rows) of every piece of the run's kept vectors, in stream order: the embeddings parts'
-    row groups, or, for referenced vectors, the items parts' row groups with their scanned (status ok) rows."""
-    if store is None:
-        return []
-    if references(store) is None:
+    def __init__(self, store):
+        self.store = store
+        self.refs = None if store is None else references(store)
+
+    @property
+    def unit(self) -> bool:
+        return self.refs is None
+
+    def units(self) -> list[tuple[Path, int, int]]:
+        """The embeddings parts' row groups, or, for referenced vectors, the items parts' row groups with their
+        scanned (status ok) rows; footers and one status column only."""
+        if self.store is None:
+            return []
         out = []
-        for path in store.embedding_parts():
-            meta = pq.ParquetFile(path).metadata
-            out += [(path, i, meta.row_group(i).num_rows) for i in range(meta.num_row_groups)]
+        if self.refs is None:
+            for path in self.store.embedding_parts():
+                meta = pq.ParquetFile(path).metadata
+                out += [(path, i, meta.row_group(i).num_rows) for i in range(meta.num_row_groups)]
+            return out
+        for path in self.store.marked_parts():
+            pf = pq.ParquetFile(path)
+            for i in range(pf.metadata.num_row_groups):
+                status = pf.read_row_group(i, columns=["status"]).column(0)
+                out.append((path, i, int(pc.sum(pc.equal(status, "ok")).as_py() or 0)))
         return out
-    out = []
-    for path in store.marked_parts():
-        pf = pq.ParquetFile(path)
-        for i in range(pf.metadata.num_row_groups):
-            status = pf.read_row_group(i, columns=["status"]).column(0)
-            out.append((path, i, int(pc.sum(pc.equal(status, "ok")).as_py() or 0)))
-    return out
 
+    def read(self, unit: tuple[Path, int, int], chunk_rows: int) -> list[tuple[pa.Array, np.ndarray]]:
+        """(ids, float16 rows) chunks of one piece. Copied parts are memory-mapped (2.2-2.4 CPU-seconds per 10M rows
+        of 512-d here against 3.5-6 with reads); referenced rows are mapped from their shard, a block per chunk."""
+        path, group, _ = unit
+        if self.refs is None:
+            from analyzer.vectors import embedding_matrix
 
-def read_unit(store, unit: tuple[Path, int, int], chunk_rows: int) -> list[tuple[pa.Array, np.ndarray]]:
-    """(ids, float16 rows) chunks of one piece. Copied parts are memory-mapped (2.2-2.4 CPU-seconds per 10M rows of
-    512-d here against 3.5-6 with reads); referenced rows are mapped from their shard, a block per chunk."""
-    path, group, _ = unit
-    refs = references(store)
-    if refs is None:
-        from analyzer.vectors import embedding_matrix
+            pf = pq.ParquetFile(path, memory_map=True)
+            out = []
+            for batch in pf.iter_batches(batch_size=chunk_rows, row_groups=[group], columns=COLUMNS,
+                                         use_threads=False):
+                h, _ = embedding_matrix(batch.column(1), check_finite=False, widen=False)
+                out.append((batch.column(0), h))
+            return out
+        tbl = pq.ParquetFile(path).read_row_group(group, columns=["item_id", "row_idx", "status"])
+        tbl = tbl.filter(pc.equal(tbl.column("status"), "ok"))
+        ids, rows = tbl.column("item_id").combine_chunks(), tbl.column("row_idx").to_numpy()
+        return [(ids.slice(s, chunk_rows), shard_rows(self.refs, rows[s:s + chunk_rows]))
+                for s in range(0, len(rows), chunk_rows)]
 
-        pf = pq.ParquetFile(path, memory_map=True)
-        out = []
-        for batch in pf.iter_batches(batch_size=chunk_rows, row_groups=[group], columns=COLUMNS, use_threads=False):
-            h, _ = embedding_matrix(batch.column(1), check_finite=False, widen=False)
-            out.append((batch.column(0), h))
-        return out
-    tbl = pq.ParquetFile(path).read_row_group(group, columns=["item_id", "row_idx", "status"])
-    tbl = tbl.filter(pc.equal(tbl.column("status"), "ok"))
-    ids, rows = tbl.column("item_id").combine_chunks(), tbl.column("row_idx").to_numpy()
-    return [(ids.slice(s, chunk_rows), shard_rows(refs, rows[s:s + chunk_rows]))
-            for s in range(0, len(rows), chunk_rows)]
+    def as_unit_float32(self, h: np.ndarray) -> np.ndarray:
+        """float32 unit vectors of rows ``read`` gave: copied rows (unit already) widened, referenced ones
+        normalised."""
+        from analyzer.vectors import to_float32, unit_rows
+
+        return to_float32(h) if self.unit else unit_rows(h)[0]
 
 
 def shard_rows(refs: list[dict], rows: np.ndarray) -> np.ndarray:
