@@ -62,8 +62,11 @@ class LaionEmbeddingReader:
         self.dim: int | None = None
         self.rows: dict[Path, int] = {}
         self.columns: dict[Path, dict] = {}
+        self.float16_offsets: dict[Path, int | None] = {}  # data offset of C-order float16 files (vector_shards)
         for _, _, npy, meta in self.shards:
             arr = _open_npy(npy)
+            f16 = arr.dtype == np.float16 and arr.flags.c_contiguous and isinstance(arr, np.memmap)
+            self.float16_offsets[npy] = int(arr.offset) if f16 else None
             if self.dim is None:
                 self.dim = int(arr.shape[1])
             elif arr.shape[1] != self.dim:
@@ -97,16 +100,15 @@ class LaionEmbeddingReader:
         """Where each row's vector sits, for a run that references them instead of copying them
         (analyzer/store/embeddings.py): per shard its .npy path, first ``row_idx``, rows, data offset, dimension,
         size and modification time. None unless every shard is a C-order float16 file (others are copied)."""
+        if any(off is None for off in self.float16_offsets.values()):
+            return None
         out, first = [], 0
-        for _, n, npy, _ in self.shards:
-            arr = _open_npy(npy)
-            if arr.dtype != np.float16 or not arr.flags.c_contiguous or not isinstance(arr, np.memmap):
-                return None
+        for _, _, npy, _ in self.shards:
             st = os.stat(npy)
-            out.append({"path": str(Path(npy).resolve()), "first_row": first, "rows": int(arr.shape[0]),
-                        "offset": int(arr.offset), "dim": int(arr.shape[1]), "size": st.st_size,
+            out.append({"path": str(Path(npy).resolve()), "first_row": first, "rows": self.rows[npy],
+                        "offset": self.float16_offsets[npy], "dim": self.dim, "size": st.st_size,
                         "mtime_ns": st.st_mtime_ns})
-            first += int(arr.shape[0])
+            first += self.rows[npy]
         return out
 
     def iter_batches(self, batch_size: int, start_row: int = 0) -> Iterator[pa.RecordBatch]:
